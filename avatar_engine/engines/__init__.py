@@ -1,0 +1,52 @@
+"""Engine registry: which engines exist, which are usable here, and what `auto` resolves to."""
+
+from __future__ import annotations
+
+from ..errors import AvatarError
+from ..settings import Settings
+from .base import Engine, EngineStatus, PreparedRender, RenderJob
+from .still import StillEngine
+
+__all__ = ["Engine", "EngineStatus", "PreparedRender", "RenderJob", "ENGINES", "candidates", "list_engines", "register"]
+
+ENGINES: dict[str, Engine] = {}
+
+# `auto` tries these in order (real-time mode); the embedded engine needs no weights and ends every list.
+AUTO_ORDER = ("sadtalker", "wav2lip", "parametric")
+
+
+def register(engine: Engine) -> Engine:
+    ENGINES[engine.name] = engine
+    return engine
+
+
+register(StillEngine())
+
+
+def list_engines(settings: Settings) -> dict[str, dict]:
+    """Every engine with whether it can run here and which checkpoints were found."""
+    out = {}
+    for name, engine in ENGINES.items():
+        st = engine.status(settings)
+        out[name] = {"available": st.available, "reason": st.reason, "checkpoints": st.checkpoints}
+    return out
+
+
+def candidates(requested: str, settings: Settings) -> list[Engine]:
+    """Engines to try for a request, best first; later ones are fallbacks when an earlier one fails."""
+    if requested != "auto":
+        engine = ENGINES.get(requested)
+        if engine is None:
+            raise AvatarError("engine_unavailable", f"engine '{requested}' is not built into this worker")
+        st = engine.status(settings)
+        if not st.available:
+            usable = [n for n, e in ENGINES.items() if e.status(settings).available]
+            raise AvatarError(
+                "engine_unavailable",
+                f"engine '{requested}' cannot run here: {st.reason}. Usable engines: {', '.join(usable)}",
+            )
+        return [engine]
+    chain = [ENGINES[n] for n in AUTO_ORDER if n in ENGINES and ENGINES[n].status(settings).available]
+    if not chain:
+        chain = [ENGINES["still"]]
+    return chain

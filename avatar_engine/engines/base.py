@@ -1,0 +1,53 @@
+"""What every engine implements, and what the pipeline hands it."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterator
+
+import numpy as np
+
+from ..audio_io import AudioClip
+from ..schema import RenderRequest
+from ..settings import Settings
+
+
+@dataclass
+class RenderJob:
+    """Decoded inputs plus the options an engine needs; the image is already at output size."""
+
+    request: RenderRequest
+    image: np.ndarray  # RGB uint8 (H, W, 3), H and W even
+    audio: AudioClip
+    fps: int
+    n_frames: int
+    settings: Settings
+
+
+@dataclass
+class PreparedRender:
+    """An engine's per-clip work done (faces found, speech analysed); frames are produced lazily."""
+
+    frames: Iterator[np.ndarray]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    available: bool
+    reason: str = ""
+    checkpoints: dict[str, str] = field(default_factory=dict)
+
+
+class Engine(ABC):
+    """An animation engine. `prepare` raises AvatarError (e.g. `no_face`) before any frame exists."""
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+
+    def status(self, settings: Settings) -> EngineStatus:
+        return EngineStatus(True)
+
+    @abstractmethod
+    def prepare(self, job: RenderJob) -> PreparedRender: ...

@@ -1,0 +1,36 @@
+"""The one error type every stage raises, with a stable machine code callers can branch on."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+ErrorCode = Literal[
+    "invalid_input",
+    "fetch_failed",
+    "unsupported_media",
+    "input_too_large",
+    "no_face",
+    "engine_unavailable",
+    "upload_failed",
+    "timeout",
+    "internal",
+]
+
+
+class AvatarError(Exception):
+    """A failure the caller can act on: `code` is stable, `message` is for humans."""
+
+    def __init__(self, code: ErrorCode, message: str, *, details: dict | None = None):
+        super().__init__(message)
+        self.code: ErrorCode = code
+        self.message = message
+        self.details = details or {}
+
+    def to_dict(self) -> dict:
+        out = {"code": self.code, "message": self.message}
+        if self.details:
+            out["details"] = self.details
+        return out
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"AvatarError({self.code!r}, {self.message!r})"

@@ -1,0 +1,175 @@
+"""One render, stage by stage: fetch -> decode -> animate -> encode -> deliver, timed and reported."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import engines as engine_registry
+from .audio_io import decode_audio
+from .delivery import deliver_base64, deliver_path, resolve_delivery
+from .engines import PreparedRender, RenderJob
+from .errors import AvatarError
+from .fetch import load_input
+from .image_io import decode_image, fit_image
+from .schema import RenderRequest
+from .settings import Settings, get_settings
+from .video_encode import Mp4Writer, frame_count, pick_encoder
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass
+class LocalInputs:
+    """Bytes read from local files by the CLI: the only way local paths ever enter a render."""
+
+    image: bytes
+    audio: bytes
+
+
+class _Timer:
+    def __init__(self):
+        self.ms: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = round(self.ms.get(name, 0.0) + (time.perf_counter() - start) * 1000, 1)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.ms[name] = round(self.ms.get(name, 0.0) + seconds * 1000, 1)
+
+
+def _quality_mode(request: RenderRequest) -> str:
+    return "high_quality" if request.quality_mode == "high_quality" else "real_time"
+
+
+def _encode(prepared: PreparedRender, job: RenderJob, out: Path, mode: str, encoder: str,
+            timer: _Timer, progress: Progress | None) -> int:
+    h, w = job.image.shape[:2]
+    writer = Mp4Writer(out, width=w, height=h, fps=job.fps, audio=job.audio, mode=mode, encoder=encoder)
+    step = max(1, job.n_frames // 20)
+    try:
+        frames = iter(prepared.frames)
+        for i in range(job.n_frames):
+            t0 = time.perf_counter()
+            try:
+                frame = next(frames)
+            except StopIteration:
+                raise AvatarError("internal", f"engine stopped after {i} of {job.n_frames} frames") from None
+            t1 = time.perf_counter()
+            writer.write(frame)
+            timer.add("render", t1 - t0)
+            timer.add("encode", time.perf_counter() - t1)
+            if progress and i % step == 0:
+                progress("render", i / job.n_frames)
+        t0 = time.perf_counter()
+        writer.close()
+        timer.add("encode", time.perf_counter() - t0)
+    except BaseException:
+        writer.abort()
+        out.unlink(missing_ok=True)
+        raise
+    finally:
+        close = getattr(prepared.frames, "close", None)
+        if close:
+            close()
+    return writer.frames_written
+
+
+def render(request: RenderRequest, *, settings: Settings | None = None, local: LocalInputs | None = None,
+           progress: Progress | None = None, out_path: str | None = None) -> dict:
+    """Run one request to a delivered MP4 and return the result dict (raises AvatarError)."""
+    settings = settings or get_settings()
+    timer = _Timer()
+    started = time.perf_counter()
+    delivery = resolve_delivery(request.output.delivery, settings, has_store=False)
+    if out_path:
+        delivery = "path"
+    report = progress or (lambda stage, frac: None)
+
+    report("fetch", 0.0)
+    with timer.stage("fetch"):
+        if local is not None:
+            image_bytes, audio_bytes = local.image, local.audio
+        else:
+            image_bytes = load_input(request.image_url, request.image_b64, kind="image", settings=settings).data
+            audio_bytes = load_input(request.audio_url, request.audio_b64, kind="audio", settings=settings).data
+
+    report("decode", 0.0)
+    with timer.stage("decode"):
+        image = fit_image(decode_image(image_bytes, max_pixels=settings.max_image_pixels), request.size)
+        del image_bytes
+        audio = decode_audio(audio_bytes, max_seconds=settings.max_audio_seconds,
+                             min_seconds=settings.min_audio_seconds)
+        del audio_bytes
+
+    job = RenderJob(request=request, image=image, audio=audio, fps=request.fps,
+                    n_frames=frame_count(audio.duration_s, request.fps), settings=settings)
+    mode = _quality_mode(request)
+    encoder = pick_encoder(settings.video_encoder)
+    chain = engine_registry.candidates(request.engine, settings)
+
+    with tempfile.TemporaryDirectory(prefix="avatar-job-", dir=settings.work_dir) as tmp:
+        mp4 = Path(tmp) / "render.mp4"
+        engine, prepared, info, failures = None, None, {}, []
+        for engine in chain:
+            report("render", 0.0)
+            try:
+                with timer.stage("prepare"):
+                    prepared = engine.prepare(job)
+                frames = _encode(prepared, job, mp4, mode, encoder, timer, progress)
+                info = prepared.info
+                break
+            except AvatarError as exc:
+                if exc.code == "no_face" and request.on_no_face == "still":
+                    engine = engine_registry.ENGINES["still"]
+                    prepared = engine.prepare(job)
+                    frames = _encode(prepared, job, mp4, mode, encoder, timer, progress)
+                    info = {"no_face": True}
+                    break
+                if exc.code in ("no_face", "invalid_input", "unsupported_media", "input_too_large") or engine is chain[-1]:
+                    raise
+                failures.append({"engine": engine.name, "code": exc.code, "message": exc.message})
+            except Exception as exc:  # a broken engine must not sink the job while a fallback exists
+                log.exception("engine %s failed", engine.name)
+                if engine is chain[-1]:
+                    raise
+                failures.append({"engine": engine.name, "code": "internal", "message": f"{type(exc).__name__}: {exc}"})
+
+        report("deliver", 0.0)
+        with timer.stage("deliver"):
+            if delivery == "path":
+                delivered = deliver_path(mp4, settings, name=request.output.name, exact=out_path)
+            else:
+                delivered = deliver_base64(mp4, settings)
+
+    h, w = image.shape[:2]
+    timer.ms["total"] = round((time.perf_counter() - started) * 1000, 1)
+    result = {
+        **delivered,
+        "engine": engine.name,
+        "quality_mode": mode,
+        "encoder": encoder,
+        "width": w,
+        "height": h,
+        "fps": request.fps,
+        "frames": frames,
+        "duration_s": round(audio.duration_s, 3),
+        "timings_ms": {k: timer.ms.get(k, 0.0) for k in ("fetch", "decode", "prepare", "render", "encode", "deliver", "total")},
+        **info,
+    }
+    if failures:
+        result["fallback_from"] = failures
+    report("done", 1.0)
+    return result

@@ -1,0 +1,101 @@
+"""The request contract (`job["input"]`): validated once, so every stage can trust its fields."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+
+from .errors import AvatarError
+
+EngineName = Literal["auto", "parametric", "still", "wav2lip", "sadtalker"]
+QualityMode = Literal["auto", "real_time", "high_quality"]
+
+
+class OutputOptions(BaseModel):
+    """Where the MP4 goes: `auto` = bucket if configured, else inline base64 under a size cap."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    delivery: Literal["auto", "url", "base64", "path"] = "auto"
+    name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}\.mp4$",
+        description="file name for delivery=path, inside OUTPUT_DIR (no directories)",
+    )
+
+
+class RenderRequest(BaseModel):
+    """One render: a portrait, a speech recording and options. Unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
+
+    image_url: str | None = Field(None, max_length=4096)
+    image_b64: str | None = None
+    audio_url: str | None = Field(None, max_length=4096)
+    audio_b64: str | None = None
+    engine: EngineName = Field("auto", validation_alias="driver")
+    quality_mode: QualityMode = "auto"
+    fps: int = Field(25, ge=10, le=60)
+    size: int = Field(512, ge=64, le=1024, description="output long side in pixels")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    on_no_face: Literal["error", "still"] = "error"
+    still: bool = Field(False, description="no head motion")
+    lipsync: Literal["auto", "phonemes", "signal"] = "auto"
+    transcript: str | None = Field(None, max_length=20000)
+    qa: bool = Field(False, description="run the A/V sync self-check and report it")
+    cache: bool = True
+    output: OutputOptions = Field(default_factory=OutputOptions)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_alias(cls, data):
+        # `engine` and its alias `driver` are both accepted; both at once must agree.
+        if isinstance(data, dict) and "engine" in data:
+            data = dict(data)
+            engine = data.pop("engine")
+            if "driver" in data and data["driver"] != engine:
+                raise ValueError("give either 'engine' or 'driver', not two different values")
+            data["driver"] = engine
+        return data
+
+    @model_validator(mode="after")
+    def _one_source_each(self, info: ValidationInfo):
+        if info.context and info.context.get("local"):
+            return self  # the CLI supplies file bytes itself
+        for kind in ("image", "audio"):
+            given = [n for n in (f"{kind}_url", f"{kind}_b64") if getattr(self, n)]
+            if len(given) != 1:
+                raise ValueError(
+                    f"give exactly one of {kind}_url or {kind}_b64 (got {', '.join(given) or 'neither'})"
+                )
+        return self
+
+    def options_digest(self) -> str:
+        """Hash of the options that change the output (inputs hashed separately, by content)."""
+        opts = self.model_dump(exclude={"image_url", "image_b64", "audio_url", "audio_b64", "output", "cache", "qa"})
+        return hashlib.sha256(json.dumps(opts, sort_keys=True).encode()).hexdigest()
+
+
+def _describe(err: dict) -> str:
+    loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+    msg = err.get("msg", "invalid")
+    if err.get("type") == "extra_forbidden":
+        return f"unknown field '{loc}'"
+    msg = msg.removeprefix("Value error, ")
+    return f"{loc}: {msg}" if loc else msg
+
+
+def parse_request(payload, *, local: bool = False) -> RenderRequest:
+    """Validate `job["input"]`; every problem becomes one `invalid_input` error listing all fields.
+
+    `local=True` (CLI only) skips the image/audio source fields, which the CLI fills from files.
+    """
+    if not isinstance(payload, dict):
+        raise AvatarError("invalid_input", f"input must be a JSON object, got {type(payload).__name__}")
+    try:
+        return RenderRequest.model_validate(payload, context={"local": local})
+    except ValidationError as exc:
+        problems = [_describe(e) for e in exc.errors(include_url=False)]
+        raise AvatarError("invalid_input", "; ".join(problems), details={"fields": problems}) from None

@@ -1,0 +1,62 @@
+"""Every environment variable the worker reads, in one typed object (pydantic-settings)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Read once per process; tests build their own with overrides."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # --- models -------------------------------------------------------------------------
+    model_root: Path = Field(Path("/models"), description="root of mounted checkpoints (MODEL_ROOT)")
+    wav2lip_ckpt: Path | None = Field(None, description="explicit Wav2Lip checkpoint (WAV2LIP_CKPT)")
+    sadtalker_ckpt_dir: Path | None = Field(None, description="SadTalker checkpoint folder (SADTALKER_CKPT_DIR)")
+    gfpgan_ckpt: Path | None = Field(None, description="explicit GFPGAN checkpoint (GFPGAN_CKPT)")
+    default_engine: str = Field("auto", description="engine when the request names none (AVATAR_ENGINE)", alias="AVATAR_ENGINE")
+
+    # --- input limits -------------------------------------------------------------------
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_audio_bytes: int = 50 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_audio_seconds: float = 300.0
+    min_audio_seconds: float = 0.2
+    fetch_connect_timeout_s: float = 5.0
+    fetch_read_timeout_s: float = 15.0
+    fetch_total_timeout_s: float = 60.0
+    fetch_max_redirects: int = 3
+    allow_private_urls: bool = Field(False, description="let URLs reach loopback/private ranges (tests only)")
+
+    # --- encoding -----------------------------------------------------------------------
+    video_encoder: str = Field("auto", description="auto | h264_nvenc | libx264 (VIDEO_ENCODER)")
+
+    # --- delivery -----------------------------------------------------------------------
+    output_dir: Path = Field(Path("/tmp/avatar-outputs"), description="where delivery=path writes MP4s")
+    max_base64_bytes: int = Field(15 * 1024 * 1024, description="largest MP4 returned inline as base64")
+    media_bucket: str | None = None
+    media_prefix: str = "avatar-outputs/"
+    gcs_signed_url_ttl: int = 86400
+    gcs_public: bool = False
+    gcs_credentials_json: str | None = Field(None, description="service-account JSON, plain or base64")
+    google_application_credentials: Path | None = None
+    gcs_signing_service_account: str | None = None
+    bucket_endpoint_url: str | None = None
+    bucket_access_key_id: str | None = None
+    bucket_secret_access_key: str | None = None
+    bucket_name: str | None = None
+
+    # --- worker -------------------------------------------------------------------------
+    job_timeout_s: float = Field(900.0, description="a render running longer is abandoned")
+    work_dir: Path | None = Field(None, description="parent of per-job temp dirs (default: system temp)")
+    torch_threads: int = Field(0, description="0 = all cores")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

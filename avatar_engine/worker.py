@@ -1,0 +1,73 @@
+"""The request -> result boundary shared by the Runpod handler, the MCP tool and batch scripts.
+
+Nothing escapes as an exception: every failure becomes `{"error": <JSON string>}` holding a stable
+`code` and a human `message`. It is a string because the Runpod SDK keeps only the `error` key of a
+failed job and its local API answers HTTP 500 when that value is not a string.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+from .errors import AvatarError
+from .pipeline import render
+from .schema import parse_request
+
+log = logging.getLogger("avatar_engine")
+
+
+def error_result(exc: AvatarError) -> dict:
+    body = {"code": exc.code, "message": exc.message}
+    return {"error": json.dumps(body)}
+
+
+def parse_error(error: Any) -> dict:
+    """Inverse of `error_result` for clients: the `{"code", "message"}` dict inside a job's error."""
+    if isinstance(error, dict):
+        return error
+    try:
+        body = json.loads(error)
+        if isinstance(body, dict) and "code" in body:
+            return body
+    except (TypeError, ValueError):
+        pass
+    return {"code": "internal", "message": str(error)}
+
+
+def _progress_reporter(job: dict):
+    """Runpod progress updates on a real endpoint; a log line elsewhere (offline-safe)."""
+    on_runpod = bool(os.environ.get("RUNPOD_WEBHOOK_GET_JOB")) and bool(job.get("id"))
+    last = {"stage": None}
+
+    def report(stage: str, fraction: float) -> None:
+        if stage == last["stage"] and fraction not in (0.0, 1.0) and int(fraction * 100) % 25:
+            return
+        last["stage"] = stage
+        message = f"{stage} {fraction:.0%}"
+        if on_runpod:
+            import runpod
+
+            runpod.serverless.progress_update(job, message)
+        else:
+            log.info("job %s: %s", job.get("id", "-"), message)
+
+    return report
+
+
+def run_job(job: dict) -> dict:
+    """Handle one Runpod job dict (`{"id", "input"}`) and return its output or error."""
+    try:
+        request = parse_request(job.get("input") if isinstance(job, dict) else None)
+        return render(request, progress=_progress_reporter(job if isinstance(job, dict) else {}))
+    except AvatarError as exc:
+        log.info("job %s failed: %s: %s", job.get("id", "-") if isinstance(job, dict) else "-", exc.code, exc.message)
+        return error_result(exc)
+    except MemoryError:
+        log.exception("out of memory")
+        return {**error_result(AvatarError("internal", "the worker ran out of memory on this job")), "refresh_worker": True}
+    except Exception as exc:  # noqa: BLE001 - the boundary: log the trace, never send it
+        log.exception("unexpected failure")
+        return error_result(AvatarError("internal", f"internal error ({type(exc).__name__}); the job was not rendered"))
