@@ -147,6 +147,13 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
                     raise
                 failures.append({"engine": engine.name, "code": "internal", "message": f"{type(exc).__name__}: {exc}"})
 
+        if request.qa:
+            report("qa", 0.0)
+            from .quality import sync_check
+
+            with timer.stage("qa"):
+                info = {**info, "sync": sync_check(mp4, audio.analysis).to_dict()}
+
         report("deliver", 0.0)
         with timer.stage("deliver"):
             if delivery == "path":
@@ -166,7 +173,7 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
         "fps": request.fps,
         "frames": frames,
         "duration_s": round(audio.duration_s, 3),
-        "timings_ms": {k: timer.ms.get(k, 0.0) for k in ("fetch", "decode", "prepare", "render", "encode", "deliver", "total")},
+        "timings_ms": {k: timer.ms.get(k, 0.0) for k in ("fetch", "decode", "prepare", "render", "encode", "qa", "deliver", "total") if k in timer.ms or k != "qa"},
         **info,
     }
     if failures:

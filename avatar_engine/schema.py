@@ -43,6 +43,8 @@ class RenderRequest(BaseModel):
     on_no_face: Literal["error", "still"] = "error"
     still: bool = Field(False, description="no head motion")
     lipsync: Literal["auto", "phonemes", "signal"] = "auto"
+    language: str = Field("en", pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$",
+                          description="BCP-47 language of the speech; phoneme lip-sync is used for English")
     transcript: str | None = Field(None, max_length=20000)
     qa: bool = Field(False, description="run the A/V sync self-check and report it")
     cache: bool = True

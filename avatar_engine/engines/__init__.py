@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..errors import AvatarError
 from ..settings import Settings
 from .base import Engine, EngineStatus, PreparedRender, RenderJob
+from .parametric import ParametricEngine
 from .still import StillEngine
 
 __all__ = ["Engine", "EngineStatus", "PreparedRender", "RenderJob", "ENGINES", "candidates", "list_engines", "register"]
@@ -20,6 +21,7 @@ def register(engine: Engine) -> Engine:
     return engine
 
 
+register(ParametricEngine())
 register(StillEngine())
 
 

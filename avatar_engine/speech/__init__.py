@@ -1,0 +1,1 @@
+"""Speech analysis that drives the mouth: loudness/spectral features, phones, visemes."""
