@@ -19,6 +19,7 @@ from .fetch import load_input
 from .image_io import decode_image, fit_image
 from .schema import RenderRequest
 from .settings import Settings, get_settings
+from .streaming import prefetch
 from .video_encode import Mp4Writer, frame_count, pick_encoder
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,8 @@ def _encode(prepared: PreparedRender, job: RenderJob, out: Path, mode: str, enco
     h, w = job.image.shape[:2]
     writer = Mp4Writer(out, width=w, height=h, fps=job.fps, audio=job.audio, mode=mode, encoder=encoder)
     step = max(1, job.n_frames // 20)
+    frames = prefetch(prepared.frames)
     try:
-        frames = iter(prepared.frames)
         for i in range(job.n_frames):
             t0 = time.perf_counter()
             try:
@@ -81,9 +82,7 @@ def _encode(prepared: PreparedRender, job: RenderJob, out: Path, mode: str, enco
         out.unlink(missing_ok=True)
         raise
     finally:
-        close = getattr(prepared.frames, "close", None)
-        if close:
-            close()
+        frames.close()
     return writer.frames_written
 
 

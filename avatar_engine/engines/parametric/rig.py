@@ -156,9 +156,7 @@ class FaceRig:
         pix = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
         simplex = self._rasterize(tri, fx0, fy0, fx1 - fx0, fy1 - fy0).ravel()
         ok = simplex >= 0
-        trans = tri.transform[simplex[ok]]
-        b = np.einsum("nij,nj->ni", trans[:, :2], pix[ok] - trans[:, 2])
-        bary = np.column_stack([b, 1 - b.sum(1)])
+        bary = self._barycentric(verts[tri.simplices[simplex[ok]]], pix[ok])
         rows = np.repeat(np.flatnonzero(ok), 3)
         interp = sparse.csr_matrix((bary.ravel(), (rows, tri.simplices[simplex[ok]].ravel())),
                                    shape=(len(pix), len(verts)))
@@ -174,6 +172,18 @@ class FaceRig:
             r0, r1, c0, c1 = rows_nz.min(), rows_nz.max() + 1, cols_nz.min(), cols_nz.max() + 1
             fields[name] = _Field(fy0 - y0 + r0, fx0 - x0 + c0, np.ascontiguousarray(dense[r0:r1, c0:c1]))
         return fields
+
+    @staticmethod
+    def _barycentric(corners: np.ndarray, pix: np.ndarray) -> np.ndarray:
+        """Weights of each pixel's three triangle corners (closed form; `Delaunay.transform`
+        goes through LAPACK per triangle and is very slow on some BLAS builds)."""
+        a, e1, e2 = corners[:, 0], corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]
+        d = pix - a
+        det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+        det = np.where(np.abs(det) < 1e-12, 1e-12, det)
+        l1 = (d[:, 0] * e2[:, 1] - d[:, 1] * e2[:, 0]) / det
+        l2 = (e1[:, 0] * d[:, 1] - e1[:, 1] * d[:, 0]) / det
+        return np.column_stack([1 - l1 - l2, l1, l2])
 
     @staticmethod
     def _rasterize(tri: Delaunay, x0: int, y0: int, w: int, h: int) -> np.ndarray:
