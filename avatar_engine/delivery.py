@@ -3,12 +3,53 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import shutil
+import threading
 import uuid
 from pathlib import Path
 
+import numpy as np
+
 from .errors import AvatarError
 from .settings import Settings
+
+_store_lock = threading.Lock()
+_stores: dict[int, object] = {}
+
+
+def get_store(settings: Settings):
+    """The bucket client for these settings (created once: clients and credentials are costly)."""
+    with _store_lock:
+        if id(settings) not in _stores:
+            from .storage import make_store
+
+            _stores[id(settings)] = (settings, make_store(settings))
+        return _stores[id(settings)][1]
+
+
+def render_key(image: np.ndarray, audio_samples: np.ndarray, audio_rate: int, options_digest: str,
+               engine: str, engine_version: str) -> str:
+    """Content address of a render: same decoded inputs + options + engine -> same object name."""
+    h = hashlib.sha256()
+    for part in (str(image.shape), str(audio_samples.shape), str(audio_rate), options_digest, engine, engine_version):
+        h.update(part.encode())
+        h.update(b"\0")
+    h.update(np.ascontiguousarray(image).tobytes())
+    h.update(np.ascontiguousarray(audio_samples).tobytes())
+    return f"{h.hexdigest()}.mp4"
+
+
+def deliver_url(store, mp4: Path | None, key: str, metadata: dict[str, str]) -> dict:
+    """Upload (unless `mp4` is None: a cache hit) and return a fresh link to the object."""
+    if mp4 is not None:
+        store.upload(mp4, key, content_type="video/mp4", metadata=metadata,
+                     cache_control="private, max-age=86400, immutable")
+    obj = store.link(key)
+    out = {"video_url": obj.url, "object_name": obj.name}
+    if obj.expires_at is not None:
+        out["expires_at"] = obj.expires_at.isoformat().replace("+00:00", "Z")
+    return out
 
 
 def resolve_delivery(requested: str, settings: Settings, has_store: bool) -> str:

@@ -12,7 +12,7 @@ from typing import Callable
 
 from . import engines as engine_registry
 from .audio_io import decode_audio
-from .delivery import deliver_base64, deliver_path, resolve_delivery
+from .delivery import deliver_base64, deliver_path, deliver_url, get_store, render_key, resolve_delivery
 from .engines import PreparedRender, RenderJob
 from .errors import AvatarError
 from .fetch import load_input
@@ -86,16 +86,59 @@ def _encode(prepared: PreparedRender, job: RenderJob, out: Path, mode: str, enco
     return writer.frames_written
 
 
+_FATAL_INPUT_CODES = ("no_face", "invalid_input", "unsupported_media", "input_too_large")
+_TIMING_KEYS = ("fetch", "decode", "prepare", "render", "encode", "qa", "deliver", "total")
+
+
+@dataclass
+class _Rendered:
+    engine: object
+    frames: int
+    info: dict
+    failures: list
+
+
+def _render_with_fallback(chain, job: RenderJob, mp4: Path, mode: str, encoder: str, timer: _Timer,
+                          progress: Progress | None) -> _Rendered:
+    """Try engines best-first; input problems end the job, engine faults fall through to the next."""
+    failures = []
+    for engine in chain:
+        try:
+            with timer.stage("prepare"):
+                prepared = engine.prepare(job)
+            frames = _encode(prepared, job, mp4, mode, encoder, timer, progress)
+            return _Rendered(engine, frames, prepared.info, failures)
+        except AvatarError as exc:
+            if exc.code == "no_face" and job.request.on_no_face == "still":
+                still = engine_registry.ENGINES["still"]
+                frames = _encode(still.prepare(job), job, mp4, mode, encoder, timer, progress)
+                return _Rendered(still, frames, {"no_face": True}, failures)
+            if exc.code in _FATAL_INPUT_CODES or engine is chain[-1]:
+                raise
+            failures.append({"engine": engine.name, "code": exc.code, "message": exc.message})
+        except Exception as exc:  # a broken engine must not sink the job while a fallback exists
+            log.exception("engine %s failed", engine.name)
+            if engine is chain[-1]:
+                raise
+            failures.append({"engine": engine.name, "code": "internal", "message": f"{type(exc).__name__}: {exc}"})
+    raise AssertionError("unreachable: the last engine either returns or raises")
+
+
 def render(request: RenderRequest, *, settings: Settings | None = None, local: LocalInputs | None = None,
            progress: Progress | None = None, out_path: str | None = None) -> dict:
     """Run one request to a delivered MP4 and return the result dict (raises AvatarError)."""
     settings = settings or get_settings()
     timer = _Timer()
     started = time.perf_counter()
-    delivery = resolve_delivery(request.output.delivery, settings, has_store=False)
-    if out_path:
-        delivery = "path"
     report = progress or (lambda stage, frac: None)
+    store = get_store(settings) if request.output.delivery in ("auto", "url") and not out_path else None
+    delivery = "path" if out_path else resolve_delivery(request.output.delivery, settings, has_store=store is not None)
+
+    def finish(result: dict) -> dict:
+        timer.ms["total"] = round((time.perf_counter() - started) * 1000, 1)
+        result["timings_ms"] = {k: timer.ms[k] for k in _TIMING_KEYS if k in timer.ms}
+        report("done", 1.0)
+        return result
 
     report("fetch", 0.0)
     with timer.stage("fetch"):
@@ -108,74 +151,53 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
     report("decode", 0.0)
     with timer.stage("decode"):
         image = fit_image(decode_image(image_bytes, max_pixels=settings.max_image_pixels), request.size)
-        del image_bytes
         audio = decode_audio(audio_bytes, max_seconds=settings.max_audio_seconds,
                              min_seconds=settings.min_audio_seconds)
-        del audio_bytes
+        del image_bytes, audio_bytes
 
     job = RenderJob(request=request, image=image, audio=audio, fps=request.fps,
                     n_frames=frame_count(audio.duration_s, request.fps), settings=settings)
     mode = _quality_mode(request)
-    encoder = pick_encoder(settings.video_encoder)
     chain = engine_registry.candidates(request.engine, settings)
+    h, w = image.shape[:2]
+    summary = {"quality_mode": mode, "width": w, "height": h, "fps": request.fps, "frames": job.n_frames,
+               "duration_s": round(audio.duration_s, 3)}
 
+    def key_for(engine) -> str:
+        return render_key(image, audio.samples, audio.rate, request.options_digest(), engine.name, engine.version)
+
+    if delivery == "url" and request.cache:
+        with timer.stage("deliver"):
+            key = key_for(chain[0])
+            cached = deliver_url(store, None, key, {}) if store.exists(key) else None
+        if cached:
+            return finish({**cached, "cached": True, "engine": chain[0].name, "encoder": None, **summary})
+
+    encoder = pick_encoder(settings.video_encoder)
     with tempfile.TemporaryDirectory(prefix="avatar-job-", dir=settings.work_dir) as tmp:
         mp4 = Path(tmp) / "render.mp4"
-        engine, prepared, info, failures = None, None, {}, []
-        for engine in chain:
-            report("render", 0.0)
-            try:
-                with timer.stage("prepare"):
-                    prepared = engine.prepare(job)
-                frames = _encode(prepared, job, mp4, mode, encoder, timer, progress)
-                info = prepared.info
-                break
-            except AvatarError as exc:
-                if exc.code == "no_face" and request.on_no_face == "still":
-                    engine = engine_registry.ENGINES["still"]
-                    prepared = engine.prepare(job)
-                    frames = _encode(prepared, job, mp4, mode, encoder, timer, progress)
-                    info = {"no_face": True}
-                    break
-                if exc.code in ("no_face", "invalid_input", "unsupported_media", "input_too_large") or engine is chain[-1]:
-                    raise
-                failures.append({"engine": engine.name, "code": exc.code, "message": exc.message})
-            except Exception as exc:  # a broken engine must not sink the job while a fallback exists
-                log.exception("engine %s failed", engine.name)
-                if engine is chain[-1]:
-                    raise
-                failures.append({"engine": engine.name, "code": "internal", "message": f"{type(exc).__name__}: {exc}"})
-
+        report("render", 0.0)
+        done = _render_with_fallback(chain, job, mp4, mode, encoder, timer, progress)
+        info = dict(done.info)
         if request.qa:
             report("qa", 0.0)
             from .quality import sync_check
 
             with timer.stage("qa"):
-                info = {**info, "sync": sync_check(mp4, audio.analysis).to_dict()}
+                info["sync"] = sync_check(mp4, audio.analysis).to_dict()
 
         report("deliver", 0.0)
         with timer.stage("deliver"):
             if delivery == "path":
                 delivered = deliver_path(mp4, settings, name=request.output.name, exact=out_path)
+            elif delivery == "url":
+                meta = {"engine": done.engine.name, "engine_version": done.engine.version,
+                        "frames": str(done.frames), "options": request.options_digest()[:16]}
+                delivered = {**deliver_url(store, mp4, key_for(done.engine), meta), "cached": False}
             else:
                 delivered = deliver_base64(mp4, settings)
 
-    h, w = image.shape[:2]
-    timer.ms["total"] = round((time.perf_counter() - started) * 1000, 1)
-    result = {
-        **delivered,
-        "engine": engine.name,
-        "quality_mode": mode,
-        "encoder": encoder,
-        "width": w,
-        "height": h,
-        "fps": request.fps,
-        "frames": frames,
-        "duration_s": round(audio.duration_s, 3),
-        "timings_ms": {k: timer.ms.get(k, 0.0) for k in ("fetch", "decode", "prepare", "render", "encode", "qa", "deliver", "total") if k in timer.ms or k != "qa"},
-        **info,
-    }
-    if failures:
-        result["fallback_from"] = failures
-    report("done", 1.0)
-    return result
+    result = {**delivered, "engine": done.engine.name, "encoder": encoder, **summary, "frames": done.frames, **info}
+    if done.failures:
+        result["fallback_from"] = done.failures
+    return finish(result)

@@ -29,10 +29,21 @@ class SyncReport:
         return {"offset_ms": round(self.offset_ms, 1), "confidence": round(self.confidence, 3), "frames": self.frames}
 
 
-def track_mouth(video_path: str | Path) -> tuple[np.ndarray, np.ndarray, float]:
-    """Per-frame (mouth opening, eye opening) from the decoded video, and its fps."""
+@dataclass
+class FaceTrack:
+    """What a viewer would see of the face, frame by frame (NaN where no face was found)."""
+
+    points: np.ndarray  # (n, 468, 3) face-mesh landmarks
+    mouth_open: np.ndarray  # inner-lip gap / face height
+    eye_open: np.ndarray  # lid gap / eye width, from the iris model (the mesh barely follows blinks)
+    fps: float
+
+
+def track_face(video_path: str | Path, *, eyes: bool = False) -> FaceTrack:
+    """Decode the MP4 and track the face: detect once, then fit each frame in a box that follows
+    the landmarks smoothly (feeding raw landmarks back makes the tracker oscillate)."""
     mesh = get_face_mesh()
-    mouth, eyes, points = [], [], None
+    tracked, eye_open, points, roi = [], [], None, None
     with av.open(str(video_path)) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate)
@@ -40,16 +51,24 @@ def track_mouth(video_path: str | Path) -> tuple[np.ndarray, np.ndarray, float]:
             rgb = frame.to_ndarray(format="rgb24")
             if points is None:
                 faces = mesh.detect(rgb)
-                if not faces:
-                    mouth.append(np.nan)
-                    eyes.append(np.nan)
-                    continue
-                points, _ = mesh.landmarks(rgb, faces[0])
+                if faces:
+                    points, _ = mesh.landmarks(rgb, faces[0])
+                    roi = mesh.roi_of(points)
             else:
-                points, _ = mesh.refit(rgb, points)
-            mouth.append(R.mouth_opening(points))
-            eyes.append(R.eye_opening(points))
-    return np.asarray(mouth), np.asarray(eyes), fps
+                points, _ = mesh.mesh(rgb, *roi)
+                new = mesh.roi_of(points)
+                roi = tuple(0.8 * np.asarray(a) + 0.2 * np.asarray(b) for a, b in zip(roi, new))
+                roi = (roi[0], float(roi[1]), float(roi[2]))
+            if points is None:
+                tracked.append(np.full((468, 3), np.nan, np.float32))
+                eye_open.append(np.nan)
+                continue
+            tracked.append(points)
+            if eyes:
+                eye_open.append(float(np.mean([R.lid_opening(c) for c in mesh.eye_contours(rgb, points)])))
+    pts = np.stack(tracked)
+    mouth = np.array([R.mouth_opening(p) for p in pts])
+    return FaceTrack(pts, mouth, np.asarray(eye_open if eyes else [np.nan] * len(pts)), fps)
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -77,6 +96,6 @@ def sync_offset(mouth: np.ndarray, loudness: np.ndarray, fps: float) -> SyncRepo
 
 def sync_check(video_path: str | Path, wav16k: np.ndarray) -> SyncReport:
     """Track the mouth in the MP4 and correlate it with the speech loudness."""
-    mouth, _, fps = track_mouth(video_path)
-    loudness = frame_features(wav16k, len(mouth), fps).loudness
-    return sync_offset(mouth, loudness, fps)
+    track = track_face(video_path)
+    loudness = frame_features(wav16k, len(track.mouth_open), track.fps).loudness
+    return sync_offset(track.mouth_open, loudness, track.fps)

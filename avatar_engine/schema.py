@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from .errors import AvatarError
 
@@ -35,7 +35,7 @@ class RenderRequest(BaseModel):
     image_b64: str | None = None
     audio_url: str | None = Field(None, max_length=4096)
     audio_b64: str | None = None
-    engine: EngineName = Field("auto", validation_alias="driver")
+    engine: EngineName = Field("auto", validation_alias=AliasChoices("engine", "driver"))
     quality_mode: QualityMode = "auto"
     fps: int = Field(25, ge=10, le=60)
     size: int = Field(512, ge=64, le=1024, description="output long side in pixels")
@@ -54,12 +54,10 @@ class RenderRequest(BaseModel):
     @classmethod
     def _engine_alias(cls, data):
         # `engine` and its alias `driver` are both accepted; both at once must agree.
-        if isinstance(data, dict) and "engine" in data:
-            data = dict(data)
-            engine = data.pop("engine")
-            if "driver" in data and data["driver"] != engine:
+        if isinstance(data, dict) and "engine" in data and "driver" in data:
+            if data["engine"] != data["driver"]:
                 raise ValueError("give either 'engine' or 'driver', not two different values")
-            data["driver"] = engine
+            data = {k: v for k, v in data.items() if k != "driver"}
         return data
 
     @model_validator(mode="after")

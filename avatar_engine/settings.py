@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,13 +43,17 @@ class Settings(BaseSettings):
     media_prefix: str = "avatar-outputs/"
     gcs_signed_url_ttl: int = 86400
     gcs_public: bool = False
-    gcs_credentials_json: str | None = Field(None, description="service-account JSON, plain or base64")
+    gcs_credentials_json: SecretStr | None = Field(None, description="service-account JSON, plain or base64")
     google_application_credentials: Path | None = None
     gcs_signing_service_account: str | None = None
     bucket_endpoint_url: str | None = None
     bucket_access_key_id: str | None = None
-    bucket_secret_access_key: str | None = None
+    bucket_secret_access_key: SecretStr | None = None
     bucket_name: str | None = None
+    bucket_region: str | None = None
+    media_public_base_url: str | None = Field(None, description="public URL base for S3/R2 objects")
+    storage_max_attempts: int = Field(5, ge=1, le=20)
+    storage_retry_deadline_s: float = Field(600.0, gt=0)
 
     # --- worker -------------------------------------------------------------------------
     job_timeout_s: float = Field(900.0, description="a render running longer is abandoned")

@@ -20,6 +20,8 @@ from ..errors import AvatarError
 
 _DETECTOR_SIZE = 128
 _MESH_SIZE = 192
+_EYE_SIZE = 64
+_EYE_ROI_SCALE = 2.3  # MediaPipe's eye crop: 2.3x the corner-to-corner distance
 _ROI_SCALE = 1.5  # MediaPipe enlarges the detection box by this before running the mesh
 _MIN_SCORE = 0.5
 _NMS_IOU = 0.3
@@ -87,9 +89,11 @@ class FaceMesh:
         try:
             self._detector = read("face_detection_short_range.tflite")
             self._mesh = read("face_landmark.tflite")
+            self._iris = read("iris_landmark.tflite")
         except cv2.error as exc:
             raise AvatarError("engine_unavailable", f"cannot load the MediaPipe face models from {d}: {exc}") from None
         self._mesh_outputs = self._mesh.getUnconnectedOutLayersNames()
+        self._iris_outputs = self._iris.getUnconnectedOutLayersNames()
         self._anchors = _anchors(_DETECTOR_SIZE, [8, 16, 16, 16])
         self._lock = threading.Lock()
 
@@ -160,12 +164,43 @@ class FaceMesh:
         z = coords[:, 2:] * (size / _MESH_SIZE)
         return np.concatenate([xy, z], axis=1).astype(np.float32), float(_sigmoid(flag.reshape(-1))[0])
 
-    def refit(self, rgb: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, float]:
-        """Fit the mesh again in the box the previous landmarks span (tracking across frames)."""
+    def eye_contours(self, rgb: np.ndarray, points: np.ndarray) -> list[np.ndarray]:
+        """MediaPipe's iris model per eye: 71 contour points (lids tracked far better than the
+        face mesh's, which barely follows blinks). Image-left eye first; lids are points 0-8
+        (lower, corner to corner) and 9-15 (upper)."""
+        out = []
+        for a, b, mirrored in ((33, 133, False), (362, 263, True)):
+            p0, p1 = points[a, :2], points[b, :2]
+            center = (p0 + p1) / 2
+            angle = float(np.arctan2(p1[1] - p0[1], p1[0] - p0[0]))
+            size = float(np.linalg.norm(p1 - p0)) * _EYE_ROI_SCALE
+            m = cv2.getRotationMatrix2D((float(center[0]), float(center[1])), np.degrees(angle), _EYE_SIZE / size)
+            m[:, 2] += np.array([_EYE_SIZE / 2, _EYE_SIZE / 2]) - center
+            crop = cv2.warpAffine(rgb, m, (_EYE_SIZE, _EYE_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            if mirrored:  # the model knows one eye; the other is seen in a mirror
+                crop = crop[:, ::-1]
+            blob = (np.ascontiguousarray(crop).astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
+            with self._lock:
+                self._iris.setInput(blob)
+                outs = self._iris.forward(self._iris_outputs)
+            contour = next(o for o in outs if o.size == 71 * 3).reshape(71, 3)[:, :2].copy()
+            if mirrored:
+                contour[:, 0] = _EYE_SIZE - contour[:, 0]
+            inv = cv2.invertAffineTransform(m)
+            out.append(contour @ inv[:, :2].T + inv[:, 2])
+        return out
+
+    @staticmethod
+    def roi_of(points: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """(centre, size, roll) of the mesh input box that these landmarks call for."""
         left, right = points[33, :2], points[263, :2]  # outer eye corners give the roll
         angle = float(np.arctan2(right[1] - left[1], right[0] - left[0]))
         lo, hi = points[:, :2].min(0), points[:, :2].max(0)
-        return self.mesh(rgb, (lo + hi) / 2, float(max(hi - lo)) * _ROI_SCALE, angle)
+        return (lo + hi) / 2, float(max(hi - lo)) * _ROI_SCALE, angle
+
+    def refit(self, rgb: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, float]:
+        """Fit the mesh again in the box the previous landmarks span (tracking across frames)."""
+        return self.mesh(rgb, *self.roi_of(points))
 
     def landmarks(self, rgb: np.ndarray, face: FaceDetection, refine: int = 1) -> tuple[np.ndarray, float]:
         """Mesh from a detection, then re-fit on the mesh's own bounds (`refine` times) for accuracy."""

@@ -49,11 +49,8 @@ def mouth_opening(points: np.ndarray) -> float:
     return gap / (float(np.linalg.norm(xy[CHIN] - xy[FOREHEAD])) + 1e-9)
 
 
-def eye_opening(points: np.ndarray) -> float:
-    """Mean lid gap over eye width, both eyes: dips during blinks."""
-    xy = points[:, :2]
-    out = []
-    for upper, lower, (a, b) in ((EYE_R_UPPER, EYE_R_LOWER, EYE_R_CORNERS), (EYE_L_UPPER, EYE_L_LOWER, EYE_L_CORNERS)):
-        gap = np.linalg.norm(xy[upper[2:5]] - xy[lower[2:5]], axis=1).mean()
-        out.append(gap / (np.linalg.norm(xy[a] - xy[b]) + 1e-9))
-    return float(np.mean(out))
+def lid_opening(contour: np.ndarray) -> float:
+    """Lid gap over eye width from an iris-model eye contour (71 points)."""
+    lower, upper = contour[2:7], contour[10:15]  # the middle of each lid, pairwise above/below
+    gap = np.linalg.norm(upper - lower[[0, 1, 2, 3, 4]], axis=1).mean()
+    return float(gap / (np.linalg.norm(contour[8] - contour[0]) + 1e-9))

@@ -12,7 +12,7 @@ from ...settings import Settings
 from ...speech.mouth import mouth_track
 from ..base import Engine, EngineStatus, PreparedRender, RenderJob
 from .animation import blink_track, head_track
-from .paint import mouth_style, paint_mouth
+from .paint import mouth_style, paint_eyelids, paint_mouth
 from .rig import FaceRig
 
 MIN_FACE_PX = 64
@@ -63,6 +63,8 @@ class ParametricEngine(Engine):
                 pose = (float(head.roll_deg[i]), float(head.tx[i]), float(head.ty[i]), float(head.scale[i]))
                 frame = rig.deform(coeffs, pose)
                 paint_mouth(frame, rig.landmarks_at(coeffs, pose), rig.face_h, style)
+                if coeffs["blink"] > 0:
+                    paint_eyelids(frame, rig.landmarks_at({**coeffs, "blink": 0.0}, pose), coeffs["blink"])
                 yield frame
 
         return PreparedRender(frames=frames(), info={"lipsync": track.method, "face_box": box})

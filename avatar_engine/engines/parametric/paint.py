@@ -136,3 +136,44 @@ def paint_mouth(frame: np.ndarray, landmarks: np.ndarray, face_h: float, style: 
         s = seam.astype(np.float32)[..., None] / 255.0 * (0.85 * seam_strength)
         out = out * (1 - s) + style.seam * s
     frame[y0:y1, x0:x1] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+_LASH = np.array([52, 36, 32], np.float32)
+_EYES = ((R.EYE_R_UPPER, R.EYE_R_LOWER), (R.EYE_L_UPPER, R.EYE_L_LOWER))
+
+
+def paint_eyelids(frame: np.ndarray, open_landmarks: np.ndarray, closure: float) -> None:
+    """Cover the eyes with lid skin as a blink completes (in place).
+
+    The warp lowers the lid; at small face sizes that alone leaves a sliver of iris, so near full
+    closure the eye opening is filled with skin cloned from just above it, plus a lash line.
+    `open_landmarks` are the frame's landmark positions without the blink.
+    """
+    strength = float(np.clip((closure - 0.35) / 0.55, 0.0, 1.0))
+    if strength <= 0:
+        return
+    strength = strength * strength * (3 - 2 * strength)
+    h_img, w_img = frame.shape[:2]
+    for upper_ids, lower_ids in _EYES:
+        up, lo = open_landmarks[upper_ids, :2], open_landmarks[lower_ids, :2]
+        eye_h = float(np.max(np.linalg.norm(lo - up, axis=1)))
+        pad = max(2.0, 0.35 * eye_h)
+        outline = np.concatenate([up, lo[::-1]])
+        x0, y0 = np.floor(outline.min(0) - pad).astype(int)
+        x1, y1 = np.ceil(outline.max(0) + pad).astype(int)
+        shift = int(round(eye_h + pad))
+        if x0 < 0 or y0 - shift < 0 or x1 > w_img or y1 > h_img or x1 - x0 < 3:
+            continue
+        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillPoly(mask, [_poly(outline - [x0, y0])], 255, cv2.LINE_AA, _SHIFT)
+        mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
+        alpha = cv2.GaussianBlur(mask, (0, 0), max(0.6, 0.12 * eye_h)).astype(np.float32)[..., None] / 255.0
+        skin = frame[y0 - shift:y1 - shift, x0:x1].astype(np.float32)
+        region = frame[y0:y1, x0:x1].astype(np.float32)
+        out = region * (1 - alpha * strength) + skin * (alpha * strength)
+        lash = np.zeros(mask.shape, np.uint8)
+        closed_line = lo + 0.15 * (up - lo)
+        cv2.polylines(lash, [_poly(closed_line - [x0, y0])], False, 255, max(1, int(round(eye_h / 6))), cv2.LINE_AA, _SHIFT)
+        la = lash.astype(np.float32)[..., None] / 255.0 * (0.75 * strength)
+        out = out * (1 - la) + _LASH * la
+        frame[y0:y1, x0:x1] = np.clip(out + 0.5, 0, 255).astype(np.uint8)

@@ -1,0 +1,211 @@
+"""The Wav2Lip lip stage: re-paints the mouth of any frame sequence to match a speech track.
+
+Works on a stream (a generator of frames) and keeps at most one batch of frames in memory.
+Preprocessing follows upstream `inference.py` (BGR, bottom pad, INTER_LINEAR to 96 px, lower half
+blanked, the frame itself as reference). The paste-back differs on purpose: upstream overwrites the
+whole face box, which leaves a visible blurry rectangle; here only the lower face is blended in
+through a feathered mask, after a light colour match, so pixels outside the box never change.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import islice
+from typing import Iterable, Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from .nets.wav2lip import FACE_SIZE, MAX_ABS_VALUE, MEL_WINDOW, SAMPLE_RATE, Wav2Lip, mel_chunk_starts, melspectrogram
+
+Box = tuple[int, int, int, int]  # (y1, y2, x1, x2), upstream's `--box` order; y2/x2 exclusive
+
+UPSTREAM_PADS = (0, 10, 0, 0)  # top, bottom, left, right: upstream extends the box to include the chin
+
+
+def video_frame_count(num_samples: int, fps: float, sample_rate: int = SAMPLE_RATE) -> int:
+    """Frames needed to cover the whole audio: ceil(duration * fps), robust to float noise."""
+    return max(1, math.ceil(num_samples * float(fps) / sample_rate - 1e-9))
+
+
+def face_box_from_landmarks(landmarks_xy: np.ndarray, image_hw: tuple[int, int]) -> Box:
+    """A square-ish (y1, y2, x1, x2) face box from face landmarks, shaped like an S3FD detection.
+
+    Expects points that outline the face (68-point iBUG, a dense mesh, or projected 3DMM points).
+    The box spans the landmarks' width, ends at the chin and reaches up into the forehead, which
+    68-point sets do not cover: its height is at least 1.1x the face scale. Clamped to the image.
+    """
+    points = np.asarray(landmarks_xy, dtype=np.float64).reshape(-1, 2)
+    if points.shape[0] < 3 or not np.isfinite(points).all():
+        raise ValueError("face_box_from_landmarks needs at least 3 finite (x, y) points")
+    height, width = int(image_hw[0]), int(image_hw[1])
+    x_min, y_min = points.min(axis=0)
+    x_max, y_max = points.max(axis=0)
+    scale = max(x_max - x_min, 0.75 * (y_max - y_min), 2.0)
+    center_x = 0.5 * (x_min + x_max)
+    y1 = min(y_min, y_max - 1.1 * scale)
+    x1, x2 = center_x - 0.5 * scale, center_x + 0.5 * scale
+    box_y1 = int(np.clip(round(y1), 0, height - 1))
+    box_y2 = int(np.clip(round(y_max), box_y1 + 1, height))
+    box_x1 = int(np.clip(round(x1), 0, width - 1))
+    box_x2 = int(np.clip(round(x2), box_x1 + 1, width))
+    return box_y1, box_y2, box_x1, box_x2
+
+
+def _smooth_ramp(n: int, start: float, end: float) -> np.ndarray:
+    """Smoothstep over pixel centres: 0 before `start`, 1 after `end` (fractions of n)."""
+    t = (np.arange(n, dtype=np.float32) + 0.5) / n
+    u = np.clip((t - start) / max(end - start, 1e-6), 0.0, 1.0)
+    return u * u * (3.0 - 2.0 * u)
+
+
+def lower_face_mask(height: int, width: int) -> np.ndarray:
+    """(h, w, 1) float32 blend weights: 1 over mouth and chin, fading to ~0 at the box edges and to
+    exactly 0 above the middle (Wav2Lip only regenerates the lower half of its input)."""
+    rows = _smooth_ramp(height, 0.48, 0.64) * (1.0 - _smooth_ramp(height, 0.90, 1.0))
+    cols = _smooth_ramp(width, 0.0, 0.16) * (1.0 - _smooth_ramp(width, 0.84, 1.0))
+    return np.outer(rows, cols)[:, :, None].astype(np.float32)
+
+
+def _match_colors(generated: np.ndarray, original: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-channel mean/std transfer, measured on the feather band (where a seam would show).
+
+    The band excludes the mask core, so an open dark mouth does not bias the statistics; the std
+    ratio is clamped to keep the correction light.
+    """
+    band = (mask * (1.0 - mask)).reshape(-1)
+    total = float(band.sum())
+    if total < 1.0:
+        return generated
+    gen = generated.reshape(-1, 3)
+    ref = original.reshape(-1, 3)
+    gen_mean = band @ gen / total
+    ref_mean = band @ ref / total
+    gen_std = np.sqrt(band @ (gen - gen_mean) ** 2 / total) + 1e-3
+    ref_std = np.sqrt(band @ (ref - ref_mean) ** 2 / total) + 1e-3
+    gain = np.clip(ref_std / gen_std, 0.8, 1.25)
+    return ((gen - gen_mean) * gain + ref_mean).reshape(generated.shape)
+
+
+class Wav2LipLipSync:
+    """Batched Wav2Lip inference over a stream of RGB frames with per-frame (or fixed) face boxes."""
+
+    def __init__(
+        self,
+        model: Wav2Lip,
+        device: str | torch.device = "cpu",
+        batch_size: int = 16,
+        pads: Sequence[int] = UPSTREAM_PADS,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
+        self.batch_size = int(batch_size)
+        self.pads = tuple(int(p) for p in pads)
+
+    def run(
+        self,
+        frames: Iterable[np.ndarray],
+        boxes: Sequence[Box] | Box,
+        audio_16k: np.ndarray,
+        fps: float,
+        n_frames: int | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Yield lip-synced copies of `frames` (RGB uint8, HxWx3), in order, one per input frame.
+
+        `boxes` is one (y1, y2, x1, x2) for all frames or one per frame (detector-style, before
+        padding). Frame i gets the mel window starting at int(i * 80/fps), clamped to the last one.
+        Stops after `n_frames` (default: ceil(audio duration * fps)) or when `frames` runs out, so
+        an endless generator of a still portrait is fine. Input frames are never modified.
+        """
+        audio = np.asarray(audio_16k, dtype=np.float32).reshape(-1)
+        if audio.size == 0:
+            raise ValueError("audio_16k is empty")
+        if n_frames is None:
+            n_frames = video_frame_count(audio.size, fps)
+        mel = melspectrogram(audio)
+        if mel.shape[1] < MEL_WINDOW:  # under 0.2 s: pad with silence (the normalised floor)
+            mel = np.pad(mel, ((0, 0), (0, MEL_WINDOW - mel.shape[1])), constant_values=-MAX_ABS_VALUE)
+        starts = mel_chunk_starts(mel.shape[1], fps, n_frames)
+        box_for = _box_lookup(boxes)
+
+        batch: list[tuple[np.ndarray, Box]] = []
+        batch_starts: list[int] = []
+        for index, frame in enumerate(islice(frames, n_frames)):
+            frame = _check_frame(frame, index)
+            batch.append((frame, self._padded_box(box_for(index), frame.shape)))
+            batch_starts.append(starts[index])
+            if len(batch) == self.batch_size:
+                yield from self._render(batch, mel, batch_starts)
+                batch, batch_starts = [], []
+        if batch:
+            yield from self._render(batch, mel, batch_starts)
+
+    def _padded_box(self, box: Box, shape: tuple[int, ...]) -> Box:
+        top, bottom, left, right = self.pads
+        y1, y2, x1, x2 = (int(v) for v in box)
+        y1, y2 = max(0, y1 - top), min(shape[0], y2 + bottom)
+        x1, x2 = max(0, x1 - left), min(shape[1], x2 + right)
+        if y2 - y1 < 2 or x2 - x1 < 2:
+            raise ValueError(f"face box {box} is empty inside a {shape[1]}x{shape[0]} frame")
+        return y1, y2, x1, x2
+
+    def _render(self, batch: list[tuple[np.ndarray, Box]], mel: np.ndarray, starts: list[int]) -> list[np.ndarray]:
+        faces_bgr = np.stack(
+            [
+                cv2.resize(frame[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)[:, :, ::-1]
+                for frame, (y1, y2, x1, x2) in batch
+            ]
+        )
+        masked = faces_bgr.copy()
+        masked[:, FACE_SIZE // 2 :] = 0
+        # NHWC memory viewed as NCHW is exactly channels_last, so no copy happens here.
+        face_input = torch.from_numpy(np.concatenate([masked, faces_bgr], axis=3)).permute(0, 3, 1, 2)
+        face_input = face_input.to(self.device, torch.float32) / 255.0
+        mel_input = torch.from_numpy(np.stack([mel[:, s : s + MEL_WINDOW] for s in starts])[:, None]).to(self.device)
+
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
+            predicted = self.model(mel_input, face_input.contiguous(memory_format=torch.channels_last))
+        # (B,3,96,96) BGR in [0,1] -> (B,96,96,3) RGB in [0,255]
+        predicted_rgb = (predicted.float() * 255.0).permute(0, 2, 3, 1).flip(3).cpu().numpy()
+
+        return [self._paste(frame, box, face) for (frame, box), face in zip(batch, predicted_rgb)]
+
+    @staticmethod
+    def _paste(frame: np.ndarray, box: Box, face_rgb: np.ndarray) -> np.ndarray:
+        y1, y2, x1, x2 = box
+        height, width = y2 - y1, x2 - x1
+        generated = cv2.resize(np.ascontiguousarray(face_rgb), (width, height), interpolation=cv2.INTER_LINEAR)
+        original = frame[y1:y2, x1:x2].astype(np.float32)
+        mask = lower_face_mask(height, width)
+        generated = _match_colors(generated, original, mask)
+        blended = np.rint(original + mask * (generated - original))
+        out = frame.copy()
+        out[y1:y2, x1:x2] = np.clip(blended, 0, 255).astype(np.uint8)
+        return out
+
+
+def _check_frame(frame: np.ndarray, index: int) -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"frame {index}: expected RGB uint8 HxWx3, got {frame.dtype} {frame.shape}")
+    return frame
+
+
+def _box_lookup(boxes: Sequence[Box] | Box):
+    """Accept one box for every frame, or a per-frame sequence (list, tuple or (N, 4) array)."""
+    arr = np.asarray(boxes)
+    if arr.shape == (4,):
+        fixed = tuple(int(v) for v in arr)
+        return lambda index: fixed
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"boxes must be one (y1, y2, x1, x2) or a sequence of them, got shape {arr.shape}")
+
+    def per_frame(index: int) -> Box:
+        if index >= len(arr):
+            raise ValueError(f"no face box for frame {index}: only {len(arr)} boxes were given")
+        return tuple(int(v) for v in arr[index])
+
+    return per_frame

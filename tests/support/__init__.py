@@ -1,0 +1,1 @@
+"""Helpers shared by the test modules (media probes, loopback servers, synthetic media)."""

@@ -1,0 +1,137 @@
+"""SadTalker ReconNet + 5-point alignment against upstream goldens (tests/fixtures/sadtalker, det_fill weights)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from avatar_engine import sadtalker_preprocess as sp
+from avatar_engine.nets.detweights import fill_module
+from avatar_engine.nets.sadtalker.reconnet import ReconNetWrapper
+
+FIX = Path(__file__).parent / "fixtures" / "sadtalker"
+PROBES = ("maxpool", "layer1", "layer2", "layer3", "layer4")
+
+
+def rel(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.fixture(scope="module")
+def net():
+    return fill_module(ReconNetWrapper())
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return dict(np.load(FIX / "golden_reconnet.npz"))
+
+
+@pytest.fixture(scope="module")
+def align():
+    return dict(np.load(FIX / "golden_preprocess_align.npz"))
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    return np.array(Image.open(FIX / "astronaut_512.png").convert("RGB"))
+
+
+def test_state_dict_layout_matches_checkpoint():
+    want = json.loads((FIX / "keys_reconnet.json").read_text())
+    got = [[k, list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in ReconNetWrapper().state_dict().items()]
+    assert got == want
+
+
+def test_outputs_and_probes_match_golden(net, golden):
+    captured = {}
+
+    def hook(name):
+        def fn(_module, _inputs, output):
+            captured.setdefault(name, output.detach().double())
+
+        return fn
+
+    handles = [getattr(net.backbone, p).register_forward_hook(hook(p)) for p in PROBES]
+    try:
+        with torch.no_grad():
+            out = net(torch.from_numpy(golden["in_image"])).numpy()
+    finally:
+        for h in handles:
+            h.remove()
+    assert out.shape == (1, 257)
+    assert rel(out, golden["out_coeffs"]) < 1e-4
+    for p in PROBES:
+        t = captured[p]
+        mean = t.mean(dim=(0, 2, 3)).numpy()
+        std = t.std(dim=(0, 2, 3), unbiased=False).numpy()
+        assert rel(mean, golden[f"out_probe_mean.backbone.{p}"]) < 1e-4, p
+        assert rel(std, golden[f"out_probe_std.backbone.{p}"]) < 1e-4, p
+
+
+def test_lm3d_std_constants(align):
+    assert sp.LM3D_STD.dtype == np.float32
+    assert np.array_equal(sp.LM3D_STD, align["lm3d_std"])
+    assert np.array_equal(sp.default_lm5(256, 256), align["lm5"])
+
+
+def test_align_img_is_exact(align):
+    img224, trans = sp.align_img(align["img256_uint8"], align["lm5"], align["lm3d_std"])
+    assert img224.dtype == np.uint8 and img224.shape == (224, 224, 3)
+    assert np.array_equal(img224, align["img224_uint8"])
+    assert trans.dtype == np.float32
+    assert np.array_equal(trans, align["trans_params"])
+    assert rel(sp.recon_input(img224).numpy(), align["recon_input"]) < 1e-6
+
+
+def test_coeffs_from_image_fallback_matches_golden(net, golden, align, astronaut):
+    # Upstream path for "no landmarks": 512 png -> cv2 256 -> standard points -> align -> ReconNet.
+    coeff = sp.coeffs_from_image(net, astronaut, None)
+    assert coeff.shape == (1, 73) and coeff.dtype == np.float32
+    assert rel(coeff, golden["out_coeff_3dmm_73"]) < 1e-4
+    assert np.array_equal(coeff[0, 70:], align["trans_params"][2:])
+
+
+def test_coeffs_from_image_landmarks_in_source_pixels(net, astronaut):
+    # The fallback points expressed as y-down pixels of the 512 source must give the same crop and coefficients.
+    lm256_up = sp.default_lm5(256, 256)
+    lm512_down = np.stack([(lm256_up[:, 0] + 0.5) * 2 - 0.5, (255 - lm256_up[:, 1] + 0.5) * 2 - 0.5], axis=1)
+    a = sp.coeffs_from_image(net, astronaut, lm512_down)
+    b = sp.coeffs_from_image(net, astronaut, None)
+    assert rel(a, b) < 1e-5
+
+
+def test_five_points_from_mesh_order():
+    mesh = np.zeros((478, 3))
+    mesh[33, :2], mesh[133, :2] = (100, 200), (140, 204)  # subject's right eye = image left
+    mesh[362, :2], mesh[263, :2] = (180, 204), (220, 200)
+    mesh[4, :2] = (160, 260)
+    mesh[61, :2], mesh[291, :2] = (125, 300), (195, 300)
+    pts = sp.five_points_from_mesh(mesh)
+    expected = [[120, 202], [200, 202], [160, 260], [125, 300], [195, 300]]
+    assert pts.dtype == np.float32 and np.array_equal(pts, np.array(expected, np.float32))
+    # In the y-up frame align_img uses, the order is the one of LM3D_STD: x increases eye->eye, mouth->mouth,
+    # eyes above nose above mouth.
+    up = pts.copy()
+    up[:, 1] = 511 - up[:, 1]
+    std = sp.LM3D_STD
+    assert np.sign(up[1, 0] - up[0, 0]) == np.sign(std[1, 0] - std[0, 0])
+    assert np.sign(up[4, 0] - up[3, 0]) == np.sign(std[4, 0] - std[3, 0])
+    assert up[0, 1] > up[2, 1] > up[3, 1] and std[0, 1] > std[2, 1] > std[3, 1]
+    with pytest.raises(ValueError):
+        sp.five_points_from_mesh(np.zeros((68, 2)))
+
+
+def test_degenerate_landmarks_raise_no_face(align):
+    from avatar_engine.errors import AvatarError
+
+    for lm in (np.full((5, 2), 100.0, np.float32), np.full((5, 2), np.nan, np.float32)):
+        with pytest.raises(AvatarError) as err:
+            sp.align_img(align["img256_uint8"], lm)
+        assert err.value.code == "no_face"
