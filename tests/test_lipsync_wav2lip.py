@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.support.media import ASSETS
 import itertools
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def test_network_inputs_equal_upstream_recipe_on_golden_image_and_audio():
     """Same face tensor (bit-exact) and mel windows as upstream inference.py built for the golden."""
     golden = np.load(FIXTURES / "golden_forward.npz")
     wav = np.load(FIXTURES / "golden_mel.npz")["wav"]
-    frame_rgb = cv2.imread(str(FIXTURES / "astronaut_512.png"), cv2.IMREAD_COLOR)[:, :, ::-1].copy()
+    frame_rgb = cv2.imread(str(ASSETS / "astronaut_512.png"), cv2.IMREAD_COLOR)[:, :, ::-1].copy()
     recorder = RecordingModel()
     stage = Wav2LipLipSync(recorder, batch_size=128, pads=(0, 0, 0, 0))  # upstream --box: no pads
     box = tuple(int(v) for v in golden["face_box_y1y2x1x2"])

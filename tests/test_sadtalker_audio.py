@@ -3,6 +3,7 @@ Audio2Exp, Audio2Pose, MappingNet (+ per-channel probes of intermediate modules)
 
 from __future__ import annotations
 
+from tests.support.media import ASSETS
 import json
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def pose_net():
 
 
 def load_speech() -> np.ndarray:
-    sr, pcm = wavfile.read(FIX / "speech_16k.wav")
+    sr, pcm = wavfile.read(ASSETS / "speech_16k.wav")
     assert sr == 16000 and pcm.dtype == np.int16
     return pcm.astype(np.float32) / 32768.0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.support.media import ASSETS
 import json
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def align():
 
 @pytest.fixture(scope="module")
 def astronaut():
-    return np.array(Image.open(FIX / "astronaut_512.png").convert("RGB"))
+    return np.array(Image.open(ASSETS / "astronaut_512.png").convert("RGB"))
 
 
 def test_state_dict_layout_matches_checkpoint():

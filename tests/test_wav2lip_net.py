@@ -13,7 +13,7 @@ from avatar_engine.errors import AvatarError
 from avatar_engine.nets.detweights import det_state_dict, fill_module
 from avatar_engine.nets.wav2lip import Wav2Lip, load_wav2lip, mel_chunk_starts, melspectrogram
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "wav2lip"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "wav2lip"
 # The README measured <= 1e-6 jitter on every tensor; 1e-4 is the hard floor, 1e-5 leaves margin.
 REL_TOL = 1e-5
 
