@@ -8,9 +8,10 @@ import os
 
 import runpod
 
-from avatar_engine.worker import run_job
+from avatar_engine.worker import run_job, warm_up
 
 logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+warm_up()
 
 
 def handler(job):

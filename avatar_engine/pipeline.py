@@ -150,13 +150,16 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
 
     report("decode", 0.0)
     with timer.stage("decode"):
-        image = fit_image(decode_image(image_bytes, max_pixels=settings.max_image_pixels), request.size)
+        source = decode_image(image_bytes, max_pixels=settings.max_image_pixels)
+        image = fit_image(source, request.size)
+        source_scale = max(source.shape[:2]) / max(image.shape[:2])
+        del source
         audio = decode_audio(audio_bytes, max_seconds=settings.max_audio_seconds,
                              min_seconds=settings.min_audio_seconds)
         del image_bytes, audio_bytes
 
     job = RenderJob(request=request, image=image, audio=audio, fps=request.fps,
-                    n_frames=frame_count(audio.duration_s, request.fps), settings=settings)
+                    n_frames=frame_count(audio.duration_s, request.fps), settings=settings, source_scale=source_scale)
     mode = _quality_mode(request)
     chain = engine_registry.candidates(request.engine, settings)
     h, w = image.shape[:2]

@@ -15,6 +15,7 @@ from typing import Any
 from .errors import AvatarError
 from .pipeline import render
 from .schema import parse_request
+from .settings import Settings
 
 log = logging.getLogger("avatar_engine")
 
@@ -57,11 +58,28 @@ def _progress_reporter(job: dict):
     return report
 
 
-def run_job(job: dict) -> dict:
+def warm_up() -> None:
+    """Load what every job needs once per process (face models, phone decoder, encoder probe),
+    so the first job of a warm worker is as fast as the rest."""
+    from .face.landmarks import get_face_mesh
+    from .settings import get_settings
+    from .video_encode import pick_encoder
+
+    get_face_mesh()
+    pick_encoder(get_settings().video_encoder)
+    try:
+        from .speech.phonemes import _allphone_decoder
+
+        _allphone_decoder()
+    except Exception:  # noqa: BLE001 - phonemes are optional; the signal path always works
+        log.warning("pocketsphinx unavailable; lip-sync will use the signal path", exc_info=True)
+
+
+def run_job(job: dict, *, settings: Settings | None = None) -> dict:
     """Handle one Runpod job dict (`{"id", "input"}`) and return its output or error."""
     try:
         request = parse_request(job.get("input") if isinstance(job, dict) else None)
-        return render(request, progress=_progress_reporter(job if isinstance(job, dict) else {}))
+        return render(request, settings=settings, progress=_progress_reporter(job if isinstance(job, dict) else {}))
     except AvatarError as exc:
         log.info("job %s failed: %s: %s", job.get("id", "-") if isinstance(job, dict) else "-", exc.code, exc.message)
         return error_result(exc)

@@ -148,11 +148,16 @@ def test_no_face(settings, tmp_path, short_wav):
 
 
 def test_face_too_small(settings, tmp_path, portrait_png, short_wav):
+    thumb = io.BytesIO()
+    Image.open(io.BytesIO(portrait_png)).resize((200, 200)).save(thumb, format="PNG")  # face ~37 px
     with pytest.raises(AvatarError) as err:
-        _render(settings, tmp_path, portrait_png, short_wav, "small", size=128)
-    assert err.value.code in ("invalid_input", "no_face")
-    if err.value.code == "invalid_input":
-        assert "64 px" in err.value.message
+        _render(settings, tmp_path, thumb.getvalue(), short_wav, "small")
+    assert err.value.code == "invalid_input" and "64 px" in err.value.message
+
+
+def test_small_output_of_a_large_face_is_fine(settings, tmp_path, portrait_png, short_wav):
+    result, out = _render(settings, tmp_path, portrait_png, short_wav, "small_out", size=128)
+    assert result["engine"] == "parametric" and (result["width"], result["height"]) == (128, 128)
 
 
 def test_auto_is_parametric_without_checkpoints(settings):

@@ -23,6 +23,7 @@ class RenderJob:
     fps: int
     n_frames: int
     settings: Settings
+    source_scale: float = 1.0  # source image pixels per output pixel (face-size checks use the source)
 
 
 @dataclass

@@ -1,0 +1,125 @@
+"""The worker as users run it: `python handler.py` on a test_input.json, and the SDK's local API server."""
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from avatar_engine.worker import parse_error
+from tests.support.media import REPO, probe_mp4
+
+pytestmark = pytest.mark.slow
+
+
+def _env(tmp_path, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "MEDIA_", "BUCKET_", "GCS_"))}
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    env.update(OUTPUT_DIR=str(tmp_path / "out"), TMPDIR=str(tmp_path / "tmp"), LOG_LEVEL="WARNING",
+               MODEL_ROOT=str(tmp_path / "models"), PYTHONPATH=str(REPO), **extra)
+    return env
+
+
+def _job_input(portrait_png, short_wav, **extra) -> dict:
+    return {"image_b64": base64.b64encode(portrait_png).decode(), "audio_b64": base64.b64encode(short_wav).decode(),
+            "size": 256, **extra}
+
+
+def _check_mp4(source, frames: int, size=(256, 256)):
+    info = probe_mp4(source)
+    assert (info["video_codec"], info["pix_fmt"], info["audio_codec"]) == ("h264", "yuv420p", "aac")
+    assert (info["width"], info["height"]) == size and info["frames"] == frames
+    assert info["boxes"].index("moov") < info["boxes"].index("mdat")
+    assert abs(info["video_duration"] - info["audio_duration"]) <= 1 / info["fps"] + 0.03
+
+
+def test_handler_test_input(tmp_path, portrait_png, short_wav):
+    job = {"input": _job_input(portrait_png, short_wav, output={"delivery": "path", "name": "e2e.mp4"})}
+    # the SDK reads ./test_input.json (a base64 job is too long for a --test_input argument)
+    (tmp_path / "test_input.json").write_text(json.dumps(job))
+    proc = subprocess.run([sys.executable, str(REPO / "handler.py")], cwd=tmp_path, env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "out" / "e2e.mp4"
+    _check_mp4(out, frames=53)  # ceil(2.107 s x 25)
+    assert not [n for n in os.listdir(tmp_path / "tmp") if n.startswith("avatar-job-")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body: dict, timeout=120) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def api_server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("api")
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, str(REPO / "handler.py"), "--rp_serve_api", "--rp_api_host", "127.0.0.1",
+                             "--rp_api_port", str(port)], cwd=tmp, env=_env(tmp),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"API server exited: {proc.stderr.read()[-2000:]}")
+        try:
+            urllib.request.urlopen(base + "/docs", timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("API server did not start")
+    yield base, tmp
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_runsync_renders(api_server, portrait_png, short_wav):
+    base, tmp = api_server
+    status, body = _post(base + "/runsync", {"input": _job_input(portrait_png, short_wav, output={"delivery": "base64"})})
+    assert status == 200 and body["status"] == "COMPLETED", body
+    out = body["output"]
+    _check_mp4(base64.b64decode(out["video_b64"]), frames=out["frames"])
+    assert out["engine"] == "parametric"
+    assert not [n for n in os.listdir(tmp / "tmp") if n.startswith("avatar-job-")]
+
+
+@pytest.mark.parametrize("payload, code", [
+    ({"image_b64": "aGk=", "audio_b64": "aGk=", "bogus": 1}, "invalid_input"),
+    ({"image_url": "http://169.254.169.254/latest/meta-data/", "audio_b64": "aGk="}, "fetch_failed"),
+    ({"image_b64": base64.b64encode(b"not an image").decode(), "audio_b64": "aGk="}, "unsupported_media"),
+])
+def test_runsync_error_codes_survive(api_server, payload, code):
+    base, _ = api_server
+    status, body = _post(base + "/runsync", {"input": payload})
+    assert status == 200 and body["status"] == "FAILED", body
+    error = parse_error(body["error"])
+    assert error["code"] == code and error["message"]
+
+
+def test_run_then_status(api_server, portrait_png, short_wav):
+    base, _ = api_server
+    status, body = _post(base + "/run", {"input": _job_input(portrait_png, short_wav, output={"delivery": "base64"})})
+    assert status == 200 and body.get("id"), body
+    status, body = _post(base + f"/status/{body['id']}", {})
+    assert body["status"] == "COMPLETED" and body["output"]["frames"] > 0
