@@ -47,6 +47,13 @@ class RenderRequest(BaseModel):
                           description="BCP-47 language of the speech; phoneme lip-sync is used for English")
     transcript: str | None = Field(None, max_length=20000)
     qa: bool = Field(False, description="run the A/V sync self-check and report it")
+    enhance: bool = Field(False, description="restore the face with GFPGAN (needs its checkpoint)")
+    enhance_weight: float = Field(1.0, ge=0.0, le=1.0, description="0 = original face, 1 = fully restored")
+    face_box: tuple[int, int, int, int] | None = Field(
+        None, description="Wav2Lip face box override in output pixels: [top, bottom, left, right]")
+    preprocess: Literal["crop", "full"] = Field("crop", description="SadTalker: animate a face crop or the full image")
+    pose_style: int = Field(0, ge=0, le=45, description="SadTalker head-pose style")
+    expression_scale: float = Field(1.0, ge=0.0, le=3.0, description="SadTalker expression strength")
     cache: bool = True
     output: OutputOptions = Field(default_factory=OutputOptions)
 

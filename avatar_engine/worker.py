@@ -61,12 +61,20 @@ def _progress_reporter(job: dict):
 def warm_up() -> None:
     """Load what every job needs once per process (face models, phone decoder, encoder probe),
     so the first job of a warm worker is as fast as the rest."""
+    from .engines import ENGINES
     from .face.landmarks import get_face_mesh
     from .settings import get_settings
     from .video_encode import pick_encoder
 
+    settings = get_settings()
     get_face_mesh()
-    pick_encoder(get_settings().video_encoder)
+    pick_encoder(settings.video_encoder)
+    for engine in ENGINES.values():
+        if engine.status(settings).available:
+            try:
+                engine.warm_up(settings)
+            except Exception:  # noqa: BLE001 - a broken checkpoint is reported per job, not at boot
+                log.exception("warming up engine %s failed", engine.name)
     try:
         from .speech.phonemes import _allphone_decoder
 

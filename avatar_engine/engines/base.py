@@ -50,5 +50,8 @@ class Engine(ABC):
     def status(self, settings: Settings) -> EngineStatus:
         return EngineStatus(True)
 
+    def warm_up(self, settings: Settings) -> None:
+        """Load models now (called at worker import) so the first job pays nothing extra."""
+
     @abstractmethod
     def prepare(self, job: RenderJob) -> PreparedRender: ...

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
 from ...errors import AvatarError
 from ...face.landmarks import get_face_mesh
 from ...settings import Settings
-from ...speech.mouth import mouth_track
+from ...speech.features import frame_features
+from ...speech.mouth import MouthTrack, mouth_track
 from ..base import Engine, EngineStatus, PreparedRender, RenderJob
-from .animation import blink_track, head_track
-from .paint import mouth_style, paint_eyelids, paint_mouth
+from .animation import HeadTrack, blink_track, head_track
+from .paint import MouthStyle, mouth_style, paint_eyelids, paint_mouth
 from .rig import FaceRig
 
 MIN_FACE_PX = 64
@@ -50,25 +53,52 @@ class ParametricEngine(Engine):
         return EngineStatus(True)
 
     def prepare(self, job: RenderJob) -> PreparedRender:
+        motion = self.motion(job, animate_mouth=True)
+        return PreparedRender(frames=(frame for frame, _ in motion.frames()), info=motion.info)
+
+    def motion(self, job: RenderJob, *, animate_mouth: bool) -> "Motion":
+        """The per-clip plan. With `animate_mouth=False` the lips stay at rest (closed) while the
+        head moves and the eyes blink: the base other lip engines (Wav2Lip) paint lips onto."""
         req = job.request
         points, box = locate_face(job.image, job.source_scale)
-        rig = FaceRig(job.image, points)
-        style = mouth_style(job.image, points)
-        track = mouth_track(job.audio.analysis, job.n_frames, job.fps, lipsync=req.lipsync,
-                            language=req.language, transcript=req.transcript)
+        if animate_mouth:
+            track = mouth_track(job.audio.analysis, job.n_frames, job.fps, lipsync=req.lipsync,
+                                language=req.language, transcript=req.transcript)
+            loudness, method = track.loudness, track.method
+        else:
+            track = None
+            loudness = frame_features(job.audio.analysis, job.n_frames, job.fps).loudness
+            method = None
         rng = np.random.default_rng(req.seed)
         blinks = blink_track(job.n_frames, job.fps, rng)
-        head = head_track(job.n_frames, job.fps, track.loudness, rng, still=req.still)
+        head = head_track(job.n_frames, job.fps, loudness, rng, still=req.still)
+        info = {"face_box": box, **({"lipsync": method} if method else {})}
+        return Motion(FaceRig(job.image, points), mouth_style(job.image, points), track, blinks, head, job.n_frames, info)
 
-        def frames():
-            for i in range(job.n_frames):
-                coeffs = {"close": 1.0, "open": float(track.open[i]), "width": float(track.width[i]),
-                          "round": float(track.round[i]), "blink": float(blinks[i])}
-                pose = (float(head.roll_deg[i]), float(head.tx[i]), float(head.ty[i]), float(head.scale[i]))
-                frame = rig.deform(coeffs, pose)
-                paint_mouth(frame, rig.landmarks_at(coeffs, pose), rig.face_h, style)
-                if coeffs["blink"] > 0:
-                    paint_eyelids(frame, rig.landmarks_at({**coeffs, "blink": 0.0}, pose), coeffs["blink"])
-                yield frame
 
-        return PreparedRender(frames=frames(), info={"lipsync": track.method, "face_box": box})
+@dataclass
+class Motion:
+    """Everything per clip; `frames()` does only per-frame work."""
+
+    rig: FaceRig
+    style: MouthStyle
+    track: MouthTrack | None
+    blinks: np.ndarray
+    head: HeadTrack
+    n_frames: int
+    info: dict
+
+    def frames(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(RGB frame, its 468 landmark positions) per video frame."""
+        rig, track, head = self.rig, self.track, self.head
+        for i in range(self.n_frames):
+            coeffs = {"close": 1.0, "blink": float(self.blinks[i])}
+            if track is not None:
+                coeffs.update(open=float(track.open[i]), width=float(track.width[i]), round=float(track.round[i]))
+            pose = (float(head.roll_deg[i]), float(head.tx[i]), float(head.ty[i]), float(head.scale[i]))
+            frame = rig.deform(coeffs, pose)
+            landmarks = rig.landmarks_at(coeffs, pose)
+            paint_mouth(frame, landmarks, rig.face_h, self.style)
+            if coeffs["blink"] > 0:
+                paint_eyelids(frame, rig.landmarks_at({**coeffs, "blink": 0.0}, pose), coeffs["blink"])
+            yield frame, landmarks
