@@ -110,6 +110,11 @@ class FaceRestorer:
             batch_size = 1 if self.device.type == "cpu" else 8
         self.batch_size = max(1, int(batch_size))
         self._mask = _template_mask()
+        ys, xs = np.nonzero(self._mask > 0)
+        # Corners of the mask's support, mapped back to each frame to bound the pasted region.
+        self._mask_corners = np.array(
+            [[xs.min(), ys.min()], [xs.max(), ys.min()], [xs.min(), ys.max()], [xs.max(), ys.max()]], np.float64
+        )
         self._geometry: OrderedDict[tuple, _Geometry] = OrderedDict()
         self._cache_size = cache_size
 
@@ -185,11 +190,8 @@ class FaceRestorer:
             raise AvatarError("no_face", "the five face points are degenerate; the face cannot be aligned")
         inverse = cv2.invertAffineTransform(affine)
         height, width = frame_hw
-        # Region of the frame the feathered mask can touch: the mask's support mapped back, +1 px margin.
-        ys, xs = np.nonzero(self._mask > 0)
-        corners = np.array([[xs.min(), ys.min()], [xs.max(), ys.min()], [xs.min(), ys.max()], [xs.max(), ys.max()]],
-                           dtype=np.float64)
-        mapped = corners @ inverse[:, :2].T + inverse[:, 2]
+        # Region of the frame the feathered mask can touch, with a 1-2 px margin for interpolation.
+        mapped = self._mask_corners @ inverse[:, :2].T + inverse[:, 2]
         x0 = int(np.clip(np.floor(mapped[:, 0].min()) - 1, 0, width))
         x1 = int(np.clip(np.ceil(mapped[:, 0].max()) + 2, 0, width))
         y0 = int(np.clip(np.floor(mapped[:, 1].min()) - 1, 0, height))

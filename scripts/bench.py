@@ -1,0 +1,183 @@
+#!/usr/bin/env python
+"""Speed and memory of the worker, measured side by side in one run on this machine.
+
+Prints: cold start (process start -> first job done), per-stage times and real-time factor of a
+10 s clip at 512x512/25 fps (embedded engine, phoneme and signal lip-sync), peak RSS of a 10 s and a
+5 min render in separate processes (memory must not grow with clip length), and, with
+deterministic weights, the neural stages' CPU speed with a GPU estimate from their FLOPs.
+
+    python scripts/bench.py [--quick] [--sections parametric,wav2lip,gfpgan,sadtalker]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+# Paper figures for the GPU estimates: dense fp16 tensor throughput, and the share of it a
+# convolutional inference workload typically reaches.
+GPUS = {"L4": 121e12, "A10": 125e12, "L40S": 362e12, "A100": 312e12, "H100": 989e12}
+UTILISATION = 0.25
+
+
+def speech_clip(seconds: float) -> bytes:
+    """The bundled speech, repeated to `seconds`, as a 16 kHz WAV."""
+    import wave
+
+    with wave.open(str(REPO / "assets" / "speech_16k.wav")) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    n = int(seconds * 16000)
+    tiled = np.tile(pcm, n // len(pcm) + 1)[:n]
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(tiled.tobytes())
+    return buf.getvalue()
+
+
+def render_once(seconds: float, **options) -> dict:
+    from avatar_engine.pipeline import LocalInputs, render
+    from avatar_engine.schema import parse_request
+
+    req = parse_request({"size": 512, "fps": 25, "output": {"delivery": "path"}, **options}, local=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = LocalInputs(image=(REPO / "assets" / "astronaut_512.png").read_bytes(), audio=speech_clip(seconds))
+        start = time.perf_counter()
+        result = render(req, local=local, out_path=str(Path(tmp) / "b.mp4"))
+        result["wall_s"] = time.perf_counter() - start
+    return result
+
+
+def child_peak_rss(seconds: float, lipsync: str) -> tuple[float, float]:
+    """Render in a fresh process; return (wall s, peak RSS MB) of that process alone."""
+    code = (f"import sys, json, resource; sys.path.insert(0, {str(REPO)!r}); import scripts.bench as b; "
+            f"r = b.render_once({seconds}, lipsync={lipsync!r}); "
+            "print(json.dumps({'wall': r['wall_s'], 'rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    return data["wall"], data["rss"]
+
+
+def cold_start() -> float:
+    """Seconds from `python handler.py` starting to its first (test_input.json) job finishing."""
+    import base64
+
+    with tempfile.TemporaryDirectory() as tmp:
+        job = {"input": {"image_b64": base64.b64encode((REPO / "assets" / "astronaut_512.png").read_bytes()).decode(),
+                         "audio_b64": base64.b64encode((REPO / "assets" / "short_16k.wav").read_bytes()).decode(),
+                         "output": {"delivery": "path"}}}
+        (Path(tmp) / "test_input.json").write_text(json.dumps(job))
+        env = {**os.environ, "OUTPUT_DIR": tmp, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(REPO)}
+        start = time.perf_counter()
+        subprocess.run([sys.executable, str(REPO / "handler.py")], cwd=tmp, env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.perf_counter() - start
+
+
+def section_parametric(quick: bool) -> None:
+    print("== embedded engine (parametric), 512x512, 25 fps ==")
+    print(f"cold start (process start -> first 2.1 s job done): {cold_start():.2f} s")
+    render_once(2.0)  # warm the process: models, decoders, encoder probe
+    for lipsync in ("signal", "phonemes"):
+        r = render_once(10.0, lipsync=lipsync)
+        t = r["timings_ms"]
+        stages = ", ".join(f"{k} {t.get(k, 0):.0f}" for k in ("fetch", "decode", "prepare", "render", "encode", "deliver"))
+        print(f"10 s clip, lipsync={lipsync:8s}: wall {r['wall_s']:.2f} s -> {10.0 / r['wall_s']:.1f}x real time "
+              f"(target >= 10x) | stage ms: {stages}")
+    lengths = (10.0, 60.0) if quick else (10.0, 300.0)
+    rss = {s: child_peak_rss(s, "signal") for s in lengths}
+    for s, (wall, peak) in rss.items():
+        print(f"{s:5.0f} s clip in a fresh process: wall {wall:6.2f} s ({s / wall:4.1f}x real time), peak RSS {peak:6.0f} MB")
+    short, long = (rss[s][1] for s in lengths)
+    print(f"peak RSS ratio {lengths[1]:.0f} s / {lengths[0]:.0f} s clip: {long / short:.2f} (flat = 1.0; target peak <= 1500 MB)")
+
+
+def _flops(model, *inputs) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(*inputs)
+    return float(counter.get_total_flops())
+
+
+def _gpu_line(flops_per_item: float, unit: str) -> str:
+    est = ", ".join(f"{g} ~{peak * UTILISATION / flops_per_item:,.0f}" for g, peak in GPUS.items())
+    return f"{flops_per_item / 1e9:.2f} GFLOP per {unit}; GPU estimate at {UTILISATION:.0%} of fp16 peak ({unit}s/s): {est}"
+
+
+def section_wav2lip(quick: bool) -> None:
+    import torch
+
+    from avatar_engine.nets.detweights import fill_module
+    from avatar_engine.nets.wav2lip import Wav2Lip
+
+    print("== Wav2Lip lip stage, deterministic weights ==")
+    torch.set_num_threads(os.cpu_count() or 2)
+    model = fill_module(Wav2Lip())
+    batch = 16
+    audio, face = torch.randn(batch, 1, 80, 16), torch.rand(batch, 6, 96, 96)
+    with torch.inference_mode():
+        model(audio, face)
+        reps = 2 if quick else 5
+        start = time.perf_counter()
+        for _ in range(reps):
+            model(audio, face)
+        fps = batch * reps / (time.perf_counter() - start)
+    print(f"network forward, batch {batch}, {torch.get_num_threads()} threads: {fps:.1f} frames/s (target >= 25)")
+    print(_gpu_line(_flops(model, audio[:1], face[:1]), "frame"))
+
+
+def section_gfpgan(quick: bool) -> None:
+    import torch
+
+    from avatar_engine.nets.detweights import fill_module
+    from avatar_engine.nets.gfpgan import gfpgan_v14
+
+    print("== GFPGAN v1.4 face restoration, deterministic weights ==")
+    model = fill_module(gfpgan_v14())
+    x = torch.rand(1, 3, 512, 512) * 2 - 1
+    with torch.inference_mode():
+        model(x)
+        reps = 1 if quick else 3
+        start = time.perf_counter()
+        for _ in range(reps):
+            model(x)
+        ms = (time.perf_counter() - start) / reps * 1000
+    print(f"CPU: {ms:.0f} ms per 512x512 face")
+    print(_gpu_line(_flops(model, x), "face"))
+
+
+SECTIONS = {"parametric": section_parametric, "wav2lip": section_wav2lip, "gfpgan": section_gfpgan}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="shorter runs (60 s instead of 5 min for RSS)")
+    parser.add_argument("--sections", default=",".join(SECTIONS))
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}")
+    for name in args.sections.split(","):
+        try:
+            SECTIONS[name](args.quick)
+        except ImportError as exc:
+            print(f"== {name}: skipped ({exc}) ==")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
