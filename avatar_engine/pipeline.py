@@ -14,6 +14,7 @@ from . import engines as engine_registry
 from .audio_io import decode_audio
 from .delivery import deliver_base64, deliver_path, deliver_url, get_store, render_key, resolve_delivery
 from .engines import PreparedRender, RenderJob
+from .enhance import enhance_frames, load_restorer_model
 from .errors import AvatarError
 from .fetch import load_input
 from .image_io import decode_image, fit_image
@@ -99,13 +100,16 @@ class _Rendered:
 
 
 def _render_with_fallback(chain, job: RenderJob, mp4: Path, mode: str, encoder: str, timer: _Timer,
-                          progress: Progress | None) -> _Rendered:
+                          progress: Progress | None, restorer=None) -> _Rendered:
     """Try engines best-first; input problems end the job, engine faults fall through to the next."""
     failures = []
     for engine in chain:
         try:
             with timer.stage("prepare"):
                 prepared = engine.prepare(job)
+            if restorer is not None:
+                prepared = PreparedRender(enhance_frames(prepared.frames, restorer, job.request.enhance_weight),
+                                          {**prepared.info, "enhanced": True})
             frames = _encode(prepared, job, mp4, mode, encoder, timer, progress)
             return _Rendered(engine, frames, prepared.info, failures)
         except AvatarError as exc:
@@ -177,10 +181,14 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
             return finish({**cached, "cached": True, "engine": chain[0].name, "encoder": None, **summary})
 
     encoder = pick_encoder(settings.video_encoder)
+    restorer = None
+    if request.enhance:
+        with timer.stage("prepare"):
+            restorer = load_restorer_model(settings)  # before rendering: a missing checkpoint fails fast
     with tempfile.TemporaryDirectory(prefix="avatar-job-", dir=settings.work_dir) as tmp:
         mp4 = Path(tmp) / "render.mp4"
         report("render", 0.0)
-        done = _render_with_fallback(chain, job, mp4, mode, encoder, timer, progress)
+        done = _render_with_fallback(chain, job, mp4, mode, encoder, timer, progress, restorer)
         info = dict(done.info)
         if request.qa:
             report("qa", 0.0)

@@ -13,7 +13,7 @@ import av
 import numpy as np
 
 from .face import regions as R
-from .face.landmarks import get_face_mesh
+from .face.landmarks import FaceTracker
 from .speech.features import frame_features
 
 MAX_LAG_FRAMES = 15
@@ -40,32 +40,22 @@ class FaceTrack:
 
 
 def track_face(video_path: str | Path, *, eyes: bool = False) -> FaceTrack:
-    """Decode the MP4 and track the face: detect once, then fit each frame in a box that follows
-    the landmarks smoothly (feeding raw landmarks back makes the tracker oscillate)."""
-    mesh = get_face_mesh()
-    tracked, eye_open, points, roi = [], [], None, None
+    """Decode the MP4 and track the face in every frame (see `FaceTracker`)."""
+    tracker = FaceTracker()
+    tracked, eye_open = [], []
     with av.open(str(video_path)) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate)
         for frame in container.decode(stream):
             rgb = frame.to_ndarray(format="rgb24")
-            if points is None:
-                faces = mesh.detect(rgb)
-                if faces:
-                    points, _ = mesh.landmarks(rgb, faces[0])
-                    roi = mesh.roi_of(points)
-            else:
-                points, _ = mesh.mesh(rgb, *roi)
-                new = mesh.roi_of(points)
-                roi = tuple(0.8 * np.asarray(a) + 0.2 * np.asarray(b) for a, b in zip(roi, new))
-                roi = (roi[0], float(roi[1]), float(roi[2]))
+            points = tracker.update(rgb)
             if points is None:
                 tracked.append(np.full((468, 3), np.nan, np.float32))
                 eye_open.append(np.nan)
                 continue
             tracked.append(points)
             if eyes:
-                eye_open.append(float(np.mean([R.lid_opening(c) for c in mesh.eye_contours(rgb, points)])))
+                eye_open.append(float(np.mean([R.lid_opening(c) for c in tracker.mesh.eye_contours(rgb, points)])))
     pts = np.stack(tracked)
     mouth = np.array([R.mouth_opening(p) for p in pts])
     return FaceTrack(pts, mouth, np.asarray(eye_open if eyes else [np.nan] * len(pts)), fps)

@@ -69,6 +69,13 @@ def warm_up() -> None:
     settings = get_settings()
     get_face_mesh()
     pick_encoder(settings.video_encoder)
+    from .enhance import gfpgan_checkpoint, load_restorer_model
+
+    if gfpgan_checkpoint(settings):
+        try:
+            load_restorer_model(settings)
+        except Exception:  # noqa: BLE001 - reported to the jobs that ask for enhance
+            log.exception("loading GFPGAN failed")
     for engine in ENGINES.values():
         if engine.status(settings).available:
             try:

@@ -7,6 +7,7 @@ from ..settings import Settings
 from .base import Engine, EngineStatus, PreparedRender, RenderJob
 from .parametric import ParametricEngine
 from .still import StillEngine
+from .wav2lip import Wav2LipEngine
 
 __all__ = ["Engine", "EngineStatus", "PreparedRender", "RenderJob", "ENGINES", "candidates", "list_engines", "register"]
 
@@ -21,6 +22,7 @@ def register(engine: Engine) -> Engine:
     return engine
 
 
+register(Wav2LipEngine())
 register(ParametricEngine())
 register(StillEngine())
 

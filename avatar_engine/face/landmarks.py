@@ -212,6 +212,33 @@ class FaceMesh:
         return points, score
 
 
+class FaceTracker:
+    """Landmarks across video frames: detect once, then fit each frame in a box that follows the
+    landmarks smoothly (feeding raw landmarks straight back makes the fit oscillate). Identical
+    frames give identical landmarks, so a still face stays perfectly still."""
+
+    def __init__(self, mesh: FaceMesh | None = None, smoothing: float = 0.8):
+        self.mesh = mesh or get_face_mesh()
+        self.smoothing = smoothing
+        self._roi = None
+
+    def update(self, rgb: np.ndarray) -> np.ndarray | None:
+        """468 landmarks for this frame, or None while no face has been found."""
+        if self._roi is None:
+            faces = self.mesh.detect(rgb)
+            if not faces:
+                return None
+            points, _ = self.mesh.landmarks(rgb, faces[0])
+            self._roi = self.mesh.roi_of(points)
+            return points
+        points, _ = self.mesh.mesh(rgb, *self._roi)
+        a = self.smoothing
+        center, size, angle = self.mesh.roi_of(points)
+        self._roi = (a * self._roi[0] + (1 - a) * center, a * self._roi[1] + (1 - a) * size,
+                     a * self._roi[2] + (1 - a) * angle)
+        return points
+
+
 @lru_cache(maxsize=1)
 def get_face_mesh() -> FaceMesh:
     return FaceMesh()
