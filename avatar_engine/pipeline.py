@@ -70,6 +70,9 @@ def _encode(prepared: PreparedRender, job: RenderJob, out: Path, mode: str, enco
             except StopIteration:
                 raise AvatarError("internal", f"engine stopped after {i} of {job.n_frames} frames") from None
             t1 = time.perf_counter()
+            if t1 > job.deadline:
+                raise AvatarError("timeout", f"the render took longer than the {job.settings.job_timeout_s:.0f} s job "
+                                             f"limit (JOB_TIMEOUT_S) after {i} of {job.n_frames} frames")
             writer.write(frame)
             timer.add("render", t1 - t0)
             timer.add("encode", time.perf_counter() - t1)
@@ -117,7 +120,7 @@ def _render_with_fallback(chain, job: RenderJob, mp4: Path, mode: str, encoder: 
                 still = engine_registry.ENGINES["still"]
                 frames = _encode(still.prepare(job), job, mp4, mode, encoder, timer, progress)
                 return _Rendered(still, frames, {"no_face": True}, failures)
-            if exc.code in _FATAL_INPUT_CODES or engine is chain[-1]:
+            if exc.code in _FATAL_INPUT_CODES or exc.code == "timeout" or engine is chain[-1]:
                 raise
             failures.append({"engine": engine.name, "code": exc.code, "message": exc.message})
         except Exception as exc:  # a broken engine must not sink the job while a fallback exists
@@ -163,7 +166,8 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
         del image_bytes, audio_bytes
 
     job = RenderJob(request=request, image=image, audio=audio, fps=request.fps,
-                    n_frames=frame_count(audio.duration_s, request.fps), settings=settings, source_scale=source_scale)
+                    n_frames=frame_count(audio.duration_s, request.fps), settings=settings, source_scale=source_scale,
+                    deadline=started + settings.job_timeout_s)
     mode = _quality_mode(request)
     chain = engine_registry.candidates(request.engine, settings)
     h, w = image.shape[:2]

@@ -19,7 +19,6 @@ class Settings(BaseSettings):
     wav2lip_ckpt: Path | None = Field(None, description="explicit Wav2Lip checkpoint (WAV2LIP_CKPT)")
     sadtalker_ckpt_dir: Path | None = Field(None, description="SadTalker checkpoint folder (SADTALKER_CKPT_DIR)")
     gfpgan_ckpt: Path | None = Field(None, description="explicit GFPGAN checkpoint (GFPGAN_CKPT)")
-    default_engine: str = Field("auto", description="engine when the request names none (AVATAR_ENGINE)", alias="AVATAR_ENGINE")
 
     # --- input limits -------------------------------------------------------------------
     max_image_bytes: int = 20 * 1024 * 1024

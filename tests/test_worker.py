@@ -175,3 +175,11 @@ def test_error_payload_is_json_with_code_and_message():
     assert json.loads(out["error"]) == {"code": "no_face", "message": "no face"}
     assert parse_error(out["error"]) == {"code": "no_face", "message": "no face"}
     assert parse_error("plain text")["code"] == "internal"
+
+
+def test_job_timeout(settings, portrait_png, speech_wav):
+    """A render past JOB_TIMEOUT_S is abandoned with code `timeout`, leaving nothing behind."""
+    quick = settings.model_copy(update={"job_timeout_s": 0.05})
+    error = _err(run_job({"input": {"image_b64": b64(portrait_png), "audio_b64": b64(speech_wav)}}, settings=quick))
+    assert error["code"] == "timeout" and "JOB_TIMEOUT_S" in error["message"]
+    assert os.listdir(settings.work_dir) == []

@@ -24,6 +24,7 @@ class RenderJob:
     n_frames: int
     settings: Settings
     source_scale: float = 1.0  # source image pixels per output pixel (face-size checks use the source)
+    deadline: float = float("inf")  # time.perf_counter() value after which the job is abandoned
 
 
 @dataclass
