@@ -96,17 +96,13 @@ def motion_boxes(motion: Motion, image_hw: tuple[int, int]) -> np.ndarray:
     """(n_frames, 4) Wav2Lip boxes (top, bottom, left, right), one per frame of `motion`.
 
     The lip stage wants every box up front, so they come from where the rig places the landmarks
-    (microseconds per frame) instead of from rendered frames. The coefficients and pose mirror
-    `Motion.frames()` for a motion made with `animate_mouth=False`, so box i fits frame i.
+    (microseconds per frame) instead of from rendered frames.
     """
     from ..lipsync_wav2lip import face_box_from_landmarks
 
-    head = motion.head
     boxes = np.empty((motion.n_frames, 4), dtype=np.int64)
     for i in range(motion.n_frames):
-        coeffs = {"close": 1.0, "blink": float(motion.blinks[i])}
-        pose = (float(head.roll_deg[i]), float(head.tx[i]), float(head.ty[i]), float(head.scale[i]))
-        boxes[i] = face_box_from_landmarks(motion.rig.landmarks_at(coeffs, pose), image_hw)
+        boxes[i] = face_box_from_landmarks(motion.rig.landmarks_at(*motion.coeffs_pose(i)), image_hw)
     return boxes
 
 

@@ -88,14 +88,20 @@ class Motion:
     n_frames: int
     info: dict
 
+    def coeffs_pose(self, i: int) -> tuple[dict[str, float], tuple[float, float, float, float]]:
+        """Rig coefficients and head pose of frame i (lip engines place face boxes without rendering)."""
+        coeffs = {"close": 1.0, "blink": float(self.blinks[i])}
+        if self.track is not None:
+            coeffs.update(open=float(self.track.open[i]), width=float(self.track.width[i]),
+                          round=float(self.track.round[i]))
+        head = self.head
+        return coeffs, (float(head.roll_deg[i]), float(head.tx[i]), float(head.ty[i]), float(head.scale[i]))
+
     def frames(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(RGB frame, its 468 landmark positions) per video frame."""
-        rig, track, head = self.rig, self.track, self.head
+        rig = self.rig
         for i in range(self.n_frames):
-            coeffs = {"close": 1.0, "blink": float(self.blinks[i])}
-            if track is not None:
-                coeffs.update(open=float(track.open[i]), width=float(track.width[i]), round=float(track.round[i]))
-            pose = (float(head.roll_deg[i]), float(head.tx[i]), float(head.ty[i]), float(head.scale[i]))
+            coeffs, pose = self.coeffs_pose(i)
             frame = rig.deform(coeffs, pose)
             landmarks = rig.landmarks_at(coeffs, pose)
             paint_mouth(frame, landmarks, rig.face_h, self.style)
