@@ -536,7 +536,8 @@ _S3_RETRYABLE_CODES = frozenset(
 def _s3_retryable(exc: BaseException) -> bool:
     """Same policy as GCS; boto3's upload wrapper hides the ClientError in __context__."""
     from boto3.exceptions import S3UploadFailedError
-    from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
+    from botocore.exceptions import ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
 
     if isinstance(exc, S3UploadFailedError):
         inner = exc.__cause__ or exc.__context__

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.support.media import ASSETS
 from avatar_engine.errors import AvatarError
 from avatar_engine.face_restore import FFHQ_512_TEMPLATE, FaceRestorer, five_points_from_mesh
 from avatar_engine.nets.detweights import fill_module
 from avatar_engine.nets.gfpgan import gfpgan_v14
+from tests.support.media import ASSETS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gfpgan"
 # Picked by hand on astronaut_512.png: eye centres, nose tip, mouth corners (image left first).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from tests.support.media import ASSETS
 import itertools
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from avatar_engine.lipsync_wav2lip import (
 )
 from avatar_engine.nets.detweights import fill_module
 from avatar_engine.nets.wav2lip import Wav2Lip, melspectrogram
+from tests.support.media import ASSETS
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "wav2lip"
 

@@ -10,7 +10,6 @@ from avatar_engine.audio_io import decode_audio
 from avatar_engine.engines import ENGINES, candidates
 from avatar_engine.engines.base import RenderJob
 from avatar_engine.errors import AvatarError
-from avatar_engine.face import regions as R
 from avatar_engine.image_io import decode_image, fit_image
 from avatar_engine.pipeline import LocalInputs, render
 from avatar_engine.quality import sync_check, sync_offset, track_face

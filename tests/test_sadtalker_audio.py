@@ -3,7 +3,6 @@ Audio2Exp, Audio2Pose, MappingNet (+ per-channel probes of intermediate modules)
 
 from __future__ import annotations
 
-from tests.support.media import ASSETS
 import json
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from avatar_engine.errors import AvatarError
 from avatar_engine.nets.detweights import fill_module
 from avatar_engine.nets.sadtalker.audio2coeff import Audio2Pose, SimpleWrapperV2
 from avatar_engine.nets.sadtalker.mapping import MappingNet
+from tests.support.media import ASSETS
 
 FIX = Path(__file__).parent / "fixtures" / "sadtalker"
 TOL = 1e-4

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from tests.support.media import ASSETS
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from PIL import Image
 from avatar_engine import sadtalker_preprocess as sp
 from avatar_engine.nets.detweights import fill_module
 from avatar_engine.nets.sadtalker.reconnet import ReconNetWrapper
+from tests.support.media import ASSETS
 
 FIX = Path(__file__).parent / "fixtures" / "sadtalker"
 PROBES = ("maxpool", "layer1", "layer2", "layer3", "layer4")

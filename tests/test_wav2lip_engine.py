@@ -15,7 +15,6 @@ from avatar_engine.audio_io import decode_audio
 from avatar_engine.engines import ENGINES, candidates, list_engines
 from avatar_engine.engines.base import RenderJob
 from avatar_engine.engines.wav2lip import _MODELS, motion_boxes
-from avatar_engine.errors import AvatarError
 from avatar_engine.image_io import decode_image, fit_image
 from avatar_engine.lipsync_wav2lip import UPSTREAM_PADS, face_box_from_landmarks
 from avatar_engine.nets.detweights import det_state_dict

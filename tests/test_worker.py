@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from avatar_engine import pipeline
 from avatar_engine.worker import parse_error, run_job
 from tests.support.media import encode_audio, probe_mp4, tone, wav_bytes
 

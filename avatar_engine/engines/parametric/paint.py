@@ -7,10 +7,10 @@ Edges are anti-aliased (sub-pixel polygons) so there is never a hole or a seam.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
-
-from dataclasses import dataclass
 
 from ...face import regions as R
 
