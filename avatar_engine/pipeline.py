@@ -90,6 +90,11 @@ def _encode(prepared: PreparedRender, job: RenderJob, out: Path, mode: str, enco
     return writer.frames_written
 
 
+def suspect_process_state(message: str) -> bool:
+    """Errors after which this process should not take more jobs (a poisoned CUDA context)."""
+    return "CUDA error" in message or "CUBLAS_STATUS" in message or "cuDNN error" in message
+
+
 _FATAL_INPUT_CODES = ("no_face", "invalid_input", "unsupported_media", "input_too_large")
 _TIMING_KEYS = ("fetch", "decode", "prepare", "render", "encode", "qa", "deliver", "total")
 
@@ -215,4 +220,6 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
     result = {**delivered, "engine": done.engine.name, "encoder": encoder, **summary, "frames": done.frames, **info}
     if done.failures:
         result["fallback_from"] = done.failures
+        if any(suspect_process_state(f["message"]) for f in done.failures):
+            result["refresh_worker"] = True  # the SDK recycles the worker after this job
     return finish(result)

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from .errors import AvatarError
-from .pipeline import render
+from .pipeline import render, suspect_process_state
 from .schema import parse_request
 from .settings import Settings
 
@@ -103,4 +103,7 @@ def run_job(job: dict, *, settings: Settings | None = None) -> dict:
         return {**error_result(AvatarError("internal", "the worker ran out of memory on this job")), "refresh_worker": True}
     except Exception as exc:  # noqa: BLE001 - the boundary: log the trace, never send it
         log.exception("unexpected failure")
-        return error_result(AvatarError("internal", f"internal error ({type(exc).__name__}); the job was not rendered"))
+        result = error_result(AvatarError("internal", f"internal error ({type(exc).__name__}); the job was not rendered"))
+        if suspect_process_state(str(exc)):
+            result["refresh_worker"] = True
+        return result

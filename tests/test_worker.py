@@ -153,6 +153,7 @@ def test_engine_failure_falls_back(monkeypatch, settings, portrait_png, short_wa
                                 "output": {"delivery": "base64"}}}, settings=settings)
     assert result["engine"] == "parametric"
     assert result["fallback_from"][0]["engine"] == "flaky"
+    assert result["refresh_worker"] is True  # a CUDA error leaves the process suspect: recycle it
     assert os.listdir(settings.work_dir) == []
 
 
@@ -182,3 +183,30 @@ def test_job_timeout(settings, portrait_png, speech_wav):
     error = _err(run_job({"input": {"image_b64": b64(portrait_png), "audio_b64": b64(speech_wav)}}, settings=quick))
     assert error["code"] == "timeout" and "JOB_TIMEOUT_S" in error["message"]
     assert os.listdir(settings.work_dir) == []
+
+
+def test_cli_renders_local_files(tmp_path, capsys):
+    from avatar_engine.cli import main
+    from tests.support.media import ASSETS
+
+    out = tmp_path / "cli.mp4"
+    code = main(["render", "--face", str(ASSETS / "astronaut_512.png"), "--audio", str(ASSETS / "short_16k.wav"),
+                 "--out", str(out), "--size", "256", "--lipsync", "signal"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["video_path"] == str(out.resolve())
+    assert probe_mp4(out)["frames"] == 53
+    assert main(["render", "--face", str(tmp_path / "missing.png"), "--audio", str(out), "--out", str(out)]) == 2
+
+
+def test_progress_goes_to_runpod_only_on_runpod(monkeypatch):
+    from avatar_engine import worker
+
+    sent = []
+    monkeypatch.setattr("runpod.serverless.progress_update", lambda job, msg: sent.append(msg))
+    worker._progress_reporter({"id": "local"})("render", 0.5)
+    assert sent == []
+    monkeypatch.setenv("RUNPOD_WEBHOOK_GET_JOB", "https://api.runpod.invalid/job")
+    report = worker._progress_reporter({"id": "j1"})
+    report("fetch", 0.0)
+    report("render", 0.5)
+    report("done", 1.0)
+    assert sent == ["fetch 0%", "render 50%", "done 100%"]
