@@ -6,6 +6,7 @@ from ..errors import AvatarError
 from ..settings import Settings
 from .base import Engine, EngineStatus, PreparedRender, RenderJob
 from .parametric import ParametricEngine
+from .sadtalker import SadTalkerEngine
 from .still import StillEngine
 from .wav2lip import Wav2LipEngine
 
@@ -22,6 +23,7 @@ def register(engine: Engine) -> Engine:
     return engine
 
 
+register(SadTalkerEngine())
 register(Wav2LipEngine())
 register(ParametricEngine())
 register(StillEngine())

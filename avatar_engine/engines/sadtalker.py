@@ -1,0 +1,287 @@
+"""`sadtalker`: OpenTalker/SadTalker's audio -> 3DMM coefficients -> face-vid2vid renderer, on one portrait.
+
+Per clip (in `prepare`): MediaPipe landmarks -> five points -> square face crop at the model size (both
+`crop` and `full`; `full` adds the crop geometry to the 73-input MappingNet, as upstream) -> ReconNet 3DMM coefficients of the source -> Audio2Exp/Audio2Pose driving
+coefficients at 25 fps, resampled to the output rate -> canonical keypoints, source keypoints and the
+source feature volume. Per batch of frames (lazily, in the frame iterator): MappingNet -> driving
+keypoints -> generator -> paste into the portrait. Memory stays flat whatever the clip length.
+
+Checkpoints: `SADTALKER_CKPT_DIR` or `MODEL_ROOT/sadtalker` (see `nets/sadtalker/checkpoints.py` for the
+two release layouts). torch and the networks are imported only when this engine runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+
+from ..errors import AvatarError
+from ..settings import Settings
+from .base import Engine, EngineStatus, PreparedRender, RenderJob
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..nets.sadtalker.checkpoints import SadTalkerNets
+
+_GIB = 1024 ** 3
+PREPROCESS_MODES = ("crop", "full")
+
+
+def checkpoint_dir(settings: Settings) -> Path:
+    """SADTALKER_CKPT_DIR when set, else MODEL_ROOT/sadtalker."""
+    return Path(settings.sadtalker_ckpt_dir) if settings.sadtalker_ckpt_dir else Path(settings.model_root) / "sadtalker"
+
+
+def _layout_files() -> dict[str, str]:
+    from ..nets.sadtalker import checkpoints as ck
+
+    files = {f"safetensors_{s}": ck.safetensors_name(s) for s in ck.SIZES}
+    files.update(mapping_crop=ck.mapping_name("crop"), mapping_full=ck.mapping_name("full"))
+    files.update(ck.OLD_FILES)
+    return files
+
+
+def found_files(ckpt_dir: Path) -> dict[str, str]:
+    """Every known SadTalker checkpoint file present in `ckpt_dir`, by role."""
+    return {role: str(ckpt_dir / name) for role, name in _layout_files().items() if (ckpt_dir / name).is_file()}
+
+
+def render_sizes(ckpt_dir: Path, preprocess: str = "crop") -> list[int]:
+    """Model sizes with a complete checkpoint set for `preprocess`. The old layout has one 256 px renderer
+    (upstream would run it at 512 too, which it was not trained for), so it only offers 256."""
+    from ..nets.sadtalker import checkpoints as ck
+
+    sizes = []
+    for size in ck.SIZES:
+        found = ck.find_sadtalker_checkpoints(ckpt_dir, size, preprocess)
+        if found is not None and (found.layout == "safetensors" or size == 256):
+            sizes.append(size)
+    return sizes
+
+
+def choose_size(sizes: list[int], quality_mode: str) -> int:
+    """256 px unless high quality was asked for and the 512 model is there (4x the generator cost)."""
+    if not sizes:
+        raise ValueError("no render size available")
+    if quality_mode == "high_quality" and 512 in sizes:
+        return 512
+    return 256 if 256 in sizes else sizes[0]
+
+
+def _missing_reason(ckpt_dir: Path, preprocess: str) -> str:
+    from ..nets.sadtalker import checkpoints as ck
+
+    missing = []
+    if not (ckpt_dir / ck.mapping_name(preprocess)).is_file():
+        missing.append(ck.mapping_name(preprocess))
+    if not any((ckpt_dir / ck.safetensors_name(s)).is_file() for s in ck.SIZES):
+        old = [n for n in ck.OLD_FILES.values() if not (ckpt_dir / n).is_file()]
+        if old:
+            missing.append(f"{ck.safetensors_name(256)} or {ck.safetensors_name(512)} (or the old files: "
+                           f"{', '.join(old)})")
+    where = "" if ckpt_dir.is_dir() else " (the folder does not exist)"
+    return (f"SadTalker checkpoints incomplete in {ckpt_dir}{where}: missing {'; '.join(missing)} "
+            "(set SADTALKER_CKPT_DIR or MODEL_ROOT)")
+
+
+def _device() -> torch.device:
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class _NetCache:
+    """Networks loaded once per process, by (folder, size, MappingNet file). Sets that differ only in the
+    MappingNet (crop vs full) share every other network, so a second mode costs one 40 MB file."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._nets: dict[tuple[str, int, str], SadTalkerNets] = {}
+
+    def get(self, ckpt_dir: Path, size: int, preprocess: str) -> tuple[SadTalkerNets, torch.device]:
+        from ..nets.sadtalker import checkpoints as ck
+
+        device = _device()
+        folder = str(Path(ckpt_dir).resolve())
+        key = (folder, size, ck.mapping_name(preprocess))
+        with self._lock:
+            nets = self._nets.get(key)
+            if nets is None:
+                sibling = next((n for k, n in self._nets.items() if k[:2] == key[:2]), None)
+                nets = self._with_mapping(sibling, ckpt_dir, size, preprocess, device) if sibling else \
+                    self._load(ckpt_dir, size, preprocess, device)
+                self._nets[key] = nets
+            return nets, device
+
+    @staticmethod
+    def _load(ckpt_dir: Path, size: int, preprocess: str, device) -> SadTalkerNets:
+        from ..nets.sadtalker.checkpoints import load_sadtalker_nets
+
+        nets = load_sadtalker_nets(ckpt_dir, size, preprocess)
+        # Audio2Exp/Audio2Pose stay on the CPU: they are small and `audio_to_coeffs` feeds them CPU tensors.
+        for name in ("kp_extractor", "generator", "mapping", "reconnet"):
+            getattr(nets, name).to(device)
+        return nets
+
+    @staticmethod
+    def _with_mapping(sibling: SadTalkerNets, ckpt_dir: Path, size: int, preprocess: str, device) -> SadTalkerNets:
+        from ..nets.checkpoint import load_strict
+        from ..nets.sadtalker import checkpoints as ck
+        from ..nets.sadtalker.mapping import MappingNet
+
+        found = ck.find_sadtalker_checkpoints(ckpt_dir, size, preprocess)
+        if found is None:
+            raise AvatarError("engine_unavailable", _missing_reason(Path(ckpt_dir), preprocess))
+        mapping = MappingNet(coeff_nc=ck.mapping_coeff_nc(preprocess), descriptor_nc=1024, layer=3, num_kp=15,
+                             num_bins=66)
+        load_strict(mapping, ck.load_mapping_checkpoint(found.mapping), f"{found.mapping} [mapping]")
+        mapping.eval().requires_grad_(False)
+        return dataclasses.replace(sibling, mapping=mapping.to(device), preprocess=preprocess, checkpoints=found)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._nets.clear()
+
+
+NETS = _NetCache()
+
+
+# Frames per generator forward on CPU. Measured on 2 cores with det weights: 8 frames ~6.5 s/frame and
+# ~4.7 GB peak RSS, 1-2 frames ~5.6 s/frame and ~1.3 GB: batching does not pay on CPU.
+CPU_BATCH = {256: 2, 512: 1}  # measured: larger CPU batches are no faster and cost GBs
+
+
+def batch_size(device: torch.device, size: int) -> int:
+    """Frames per generator forward: `CPU_BATCH` on CPU; on a GPU by free memory (a quarter at 512 px)."""
+    if device.type != "cuda":
+        return CPU_BATCH[size]
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(device)
+    per_256 = 32 if free > 12 * _GIB else 16 if free > 6 * _GIB else 8
+    return per_256 if size == 256 else max(1, per_256 // 4)
+
+
+def _use_threads(settings: Settings, device: torch.device) -> None:
+    if device.type == "cpu":
+        import torch
+
+        torch.set_num_threads(settings.torch_threads or os.cpu_count() or 1)
+
+
+def _to_tensor(img_u8: np.ndarray, device) -> torch.Tensor:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(img_u8)).to(device).permute(2, 0, 1)[None].float().div_(255.0)
+
+
+class SadTalkerEngine(Engine):
+    name = "sadtalker"
+    version = "1"
+
+    def status(self, settings: Settings) -> EngineStatus:
+        d = checkpoint_dir(settings)
+        found = found_files(d)
+        if not render_sizes(d, "crop"):
+            return EngineStatus(False, _missing_reason(d, "crop"), found)
+        return EngineStatus(True, checkpoints=found)
+
+    def warm_up(self, settings: Settings) -> None:
+        d = checkpoint_dir(settings)
+        sizes = render_sizes(d, "crop")
+        if sizes:
+            NETS.get(d, choose_size(sizes, "real_time"), "crop")
+
+    def prepare(self, job: RenderJob) -> PreparedRender:
+        import torch
+
+        from ..sadtalker_glue import keypoint_transformation, transform_semantic_1
+        from ..sadtalker_pipeline import FacePaster, crop_box, driving_coeffs, extract_crop
+        from ..sadtalker_preprocess import coeffs_from_image, five_points_from_mesh
+        from .parametric.engine import locate_face
+
+        req = job.request
+        preprocess = req.preprocess
+        if preprocess not in PREPROCESS_MODES:
+            raise AvatarError("invalid_input", f"preprocess must be one of {PREPROCESS_MODES}, got {preprocess!r}")
+        d = checkpoint_dir(job.settings)
+        sizes = render_sizes(d, preprocess)
+        if not sizes:
+            raise AvatarError("engine_unavailable", _missing_reason(d, preprocess))
+        size = choose_size(sizes, req.quality_mode)
+
+        image = job.image
+        h, w = image.shape[:2]
+        points, face_box = locate_face(image, job.source_scale)  # no_face before any model is loaded
+        lm5 = five_points_from_mesh(points)
+
+        nets, device = NETS.get(d, size, preprocess)
+        _use_threads(job.settings, device)
+        # both modes animate a face crop pasted back with a feathered mask; `full` (upstream's name for
+        # "keep the whole picture") also feeds the crop geometry to the 73-input MappingNet
+        box = crop_box(lm5, (h, w))
+        source = extract_crop(image, box, size)
+        scale = size / box.side
+        lm_src = (lm5 - np.array([box.x0, box.y0], np.float32) + 0.5) * scale - 0.5
+        place = FacePaster(image, box).paste
+
+        ref = coeffs_from_image(nets.reconnet, source, lm_src)  # (1, 73): exp, angle, trans, crop params
+        coeffs = driving_coeffs(job.audio.analysis, ref[0, :70], nets.audio2exp, nets.audio2pose, fps=job.fps,
+                                n_frames=job.n_frames, pose_style=req.pose_style, seed=req.seed, still=req.still,
+                                expression_scale=req.expression_scale)
+        n_sem = nets.mapping.first[0].in_channels  # 70, or 73 for `full` (+ the source's crop params)
+        if n_sem > 70:
+            coeffs = np.concatenate([coeffs, np.repeat(ref[:, 70:n_sem], len(coeffs), axis=0)], axis=1)
+
+        with torch.inference_mode():
+            src = _to_tensor(source, device)
+            kp_canonical = nets.kp_extractor(src)
+            he_source = nets.mapping(torch.from_numpy(transform_semantic_1(ref[:, :n_sem]))[None].float().to(device))
+            kp_source = keypoint_transformation(kp_canonical, he_source)
+            feature = nets.generator.encode_source(src)
+
+        bs = batch_size(device, size)
+        frames = _frames(nets, device, coeffs, kp_canonical, kp_source, feature, place, bs, job)
+        info = {"face_box": face_box, "size": size, "preprocess": preprocess, "device": str(device),
+                "batch_size": bs, "crop_box": box.as_list()}
+        return PreparedRender(frames=frames, info=info)
+
+
+def render_batch(nets: SadTalkerNets, device, coeffs: np.ndarray, start: int, stop: int, kp_canonical, kp_source,
+                 feature) -> np.ndarray:
+    """Faces (stop - start, S, S, 3) uint8 for frames start..stop-1 of the driving `coeffs` sequence."""
+    import torch
+
+    from ..sadtalker_glue import keypoint_transformation
+    from ..sadtalker_pipeline import mapping_windows
+
+    n = stop - start
+    with torch.inference_mode():
+        he = nets.mapping(torch.from_numpy(mapping_windows(coeffs, start, stop)).to(device))
+        kp_driving = keypoint_transformation(kp_canonical.expand(n, -1, -1), he)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
+            pred = nets.generator.animate(feature.expand(n, -1, -1, -1, -1), kp_driving,
+                                          kp_source.expand(n, -1, -1))["prediction"]
+        faces = (pred.float().clamp_(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        return faces.cpu().numpy()
+
+
+def _frames(nets, device, coeffs, kp_canonical, kp_source, feature, place, bs: int, job: RenderJob
+            ) -> Iterator[np.ndarray]:
+    """Portrait frames, one generator batch at a time (grad mode is thread-local: each batch enters its own
+    inference mode, since the pipeline pulls frames from a prefetch thread)."""
+    n = len(coeffs)
+    for start in range(0, n, bs):
+        if time.perf_counter() > job.deadline:
+            raise AvatarError("timeout", f"the render passed the {job.settings.job_timeout_s:.0f} s job limit "
+                                         f"(JOB_TIMEOUT_S) after {start} of {n} frames")
+        faces = render_batch(nets, device, coeffs, start, min(start + bs, n), kp_canonical, kp_source, feature)
+        for face in faces:
+            yield place(face)

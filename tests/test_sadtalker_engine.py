@@ -1,0 +1,320 @@
+"""The `sadtalker` engine: crop/paste/resampling helpers, checkpoint discovery, and renders through the worker
+with deterministic (det_fill) weights written as an official-layout checkpoint folder."""
+
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from avatar_engine import engines as registry
+from avatar_engine.audio_io import decode_audio
+from avatar_engine.engines import sadtalker as st
+from avatar_engine.engines.base import RenderJob
+from avatar_engine.errors import AvatarError
+from avatar_engine.image_io import decode_image, fit_image
+from avatar_engine.nets.detweights import det_state_dict, fill_module
+from avatar_engine.nets.sadtalker import checkpoints as ck
+from avatar_engine.sadtalker_glue import transform_semantic_target
+from avatar_engine.sadtalker_pipeline import (
+    CropBox,
+    FacePaster,
+    coeff_frames_for,
+    crop_box,
+    driving_coeffs,
+    ellipse_mask,
+    extract_crop,
+    mapping_windows,
+    pad_audio,
+    resample_coeffs,
+)
+from avatar_engine.schema import parse_request
+from avatar_engine.video_encode import frame_count
+from avatar_engine.worker import parse_error, run_job
+from tests.support.media import asset_bytes, probe_mp4, wav_bytes
+
+FIX = Path(__file__).parent / "fixtures" / "sadtalker"
+LM5 = np.array([[203.5, 101.5], [246.1, 103.8], [223.7, 124.7], [199.6, 139.2], [247.0, 141.6]], np.float32)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _speech(start_s: float, seconds: float) -> np.ndarray:
+    with wave.open(io.BytesIO(asset_bytes("speech_16k.wav"))) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768
+    return pcm[int(start_s * 16000):int((start_s + seconds) * 16000)]
+
+
+# ------------------------------------------------------------------ crop geometry and paste-back
+
+
+def test_crop_box_is_an_upstream_sized_square_inside_the_image():
+    box = crop_box(LM5, (512, 512))
+    eye_dist = float(np.hypot(*(LM5[1] - LM5[0])))
+    assert box.side == round(4 * eye_dist)  # 2 * max(2 |eye-eye|, 1.8 |eye-mouth|), eyes dominate here
+    centre = (LM5[0] + LM5[1]) / 2 + 0.1 * ((LM5[3] + LM5[4]) / 2 - (LM5[0] + LM5[1]) / 2)
+    assert abs(box.x0 + box.side / 2 - centre[0]) <= 1 and abs(box.y0 + box.side / 2 - centre[1]) <= 1
+    assert 0 <= box.x0 and box.x1 <= 512 and 0 <= box.y0 and box.y1 <= 512
+    # A face at the top-left corner: the square is shifted in, not clipped (no stretched face).
+    corner = crop_box(LM5 - [190, 90], (512, 512))
+    assert (corner.x0, corner.y0, corner.side) == (0, 0, box.side)
+    # A face filling a small image: the square is the longer side, centred; only then does it stick out.
+    big = crop_box(LM5 * 4 - [600, 300], (256, 200))
+    assert big.side == 256 and big.y0 == 0 and big.x0 == -28 and big.x1 == 228
+    with pytest.raises(ValueError):
+        crop_box(np.full((5, 2), np.nan), (512, 512))
+
+
+def test_extract_crop_resizes_and_replicates_edges():
+    img = np.zeros((100, 80, 3), np.uint8)
+    img[:, :, 0] = np.arange(80, dtype=np.uint8)[None, :]
+    img[:, :, 1] = 200
+    crop = extract_crop(img, CropBox(10, 20, 40), 64)
+    assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8
+    assert np.all(crop[:, :, 1] == 200)
+    assert abs(int(crop[:, 0, 0].mean()) - 10) <= 1 and abs(int(crop[:, -1, 0].mean()) - 49) <= 1
+    out = extract_crop(img, CropBox(-10, 0, 100), 100)  # 10 px beyond each side: edge columns repeat
+    assert np.all(out[:, :10, 0] == 0) and np.all(out[:, 90:, 0] == 79) and np.array_equal(out[:, 10:90], img)
+
+
+def test_ellipse_mask_feathers_to_zero_at_the_box_edges():
+    m = ellipse_mask(64, 48)
+    assert m.shape == (64, 48) and m.dtype == np.float32
+    assert m[32, 24] == 1.0 and m[0, 0] == 0.0 and m[0, 24] == 0.0 and m[32, 0] == 0.0
+    assert np.allclose(m, m[::-1]) and np.allclose(m, m[:, ::-1])
+    row = m[32, 24:]
+    assert np.all(np.diff(row) <= 1e-7) and 0 < row[20] < 1  # monotone fall-off through the feather band
+    with pytest.raises(ValueError):
+        ellipse_mask(8, 8, inner=0.9, outer=0.5)
+
+
+def test_face_paster_changes_only_the_box_and_keeps_an_unchanged_face_identical():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    box = CropBox(100, -10, 70)  # sticks out at the top and the right
+    paster = FacePaster(img, box)
+    same = paster.paste(extract_crop(img, box, 70))  # same resolution: the identity face
+    assert np.array_equal(same, img)
+    white = paster.paste(np.full((256, 256, 3), 255, np.uint8))
+    changed = np.any(white != img, axis=2)
+    ys, xs = np.nonzero(changed)
+    assert ys.min() >= 0 and ys.max() < 60 and xs.min() >= 100
+    assert np.all(white[25, 135] == 255)  # box centre (y 25, x 135): fully the rendered face
+    assert np.array_equal(white[:, :100], img[:, :100]) and np.array_equal(white[60:], img[60:])
+    assert paster.paste(np.zeros((256, 256, 3), np.uint8)).shape == img.shape
+
+
+# ------------------------------------------------------------------ coefficients at the output rate
+
+
+def test_resample_coeffs_identity_at_25_linear_otherwise():
+    c = np.arange(10, dtype=np.float32)[:, None] * np.array([[1.0, -2.0]], np.float32)
+    assert np.array_equal(resample_coeffs(c, 10, 25), c)
+    r = resample_coeffs(c, 4, 10)  # times 0, .1, .2, .3 s -> 25 fps indices 0, 2.5, 5, 7.5
+    assert np.allclose(r[:, 0], [0, 2.5, 5, 7.5]) and np.allclose(r[:, 1], [0, -5, -10, -15])
+    r = resample_coeffs(c, 20, 50)  # past the end: clamped to the last frame
+    assert np.allclose(r[:, 0], np.minimum(np.arange(20) / 2, 9))
+
+
+def test_pad_audio_covers_the_tail():
+    assert coeff_frames_for(640) == 1 and coeff_frames_for(641) == 2 and coeff_frames_for(1) == 1
+    assert len(pad_audio(np.ones(1000, np.float32))) == 1280
+    assert len(pad_audio(np.ones(1280, np.float32))) == 1280
+    # every output frame of the pipeline's count has a 25 fps coefficient frame at or before its time
+    for seconds, fps in ((0.3, 10), (2.107, 25), (1.0, 60)):
+        n = frame_count(seconds, fps)
+        assert (n - 1) * 25 / fps < coeff_frames_for(int(seconds * 16000))
+
+
+def test_mapping_windows_match_the_glue_and_append_crop_params():
+    coeffs = np.random.default_rng(1).standard_normal((6, 70)).astype(np.float32)
+    w = mapping_windows(coeffs, 2, 5)
+    assert w.shape == (3, 70, 27) and w.dtype == np.float32
+    assert np.array_equal(w[1], transform_semantic_target(coeffs, 3))
+    full = mapping_windows(coeffs, 0, 6, extra=np.array([0.8, 128.0, 127.0]))
+    assert full.shape == (6, 73, 27)
+    assert np.array_equal(full[:, :70], mapping_windows(coeffs, 0, 6)) and np.all(full[:, 72] == 127.0)
+
+
+@pytest.fixture(scope="module")
+def audio_nets():
+    return fill_module(ck._build("audio2exp", "crop")), fill_module(ck._build("audio2pose", "crop"))
+
+
+def test_driving_coeffs_same_seed_same_coeffs(audio_nets):
+    a2e, a2p = audio_nets
+    wav = _speech(0.5, 1.2)
+    ref = np.random.default_rng(2).standard_normal(70).astype(np.float32) * 0.1
+    kw = {"pose_style": 5, "expression_scale": 1.5}
+    a = driving_coeffs(wav, ref, a2e, a2p, fps=25, n_frames=30, seed=7, **kw)
+    b = driving_coeffs(wav, ref, a2e, a2p, fps=25, n_frames=30, seed=7, **kw)
+    assert a.shape == (30, 70) and a.dtype == np.float32 and np.isfinite(a).all()
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, driving_coeffs(wav, ref, a2e, a2p, fps=25, n_frames=30, seed=8, **kw))
+    # another frame rate samples the same 25 fps motion
+    ten = driving_coeffs(wav, ref, a2e, a2p, fps=10, n_frames=frame_count(1.2, 10), seed=7, **kw)
+    assert ten.shape == (12, 70) and np.allclose(ten, resample_coeffs(a, 12, 10), atol=1e-6)
+
+
+# ------------------------------------------------------------------ checkpoint discovery
+
+
+def _touch(d: Path, *names: str) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        (d / n).write_bytes(b"x")
+    return d
+
+
+def test_status_and_sizes_from_checkpoint_files(tmp_path, settings):
+    engine = registry.ENGINES["sadtalker"]
+    st_ = engine.status(settings)
+    assert not st_.available and "mapping_00229-model.pth.tar" in st_.reason and "does not exist" in st_.reason
+    d = _touch(settings.model_root / "sadtalker", "mapping_00229-model.pth.tar")
+    st_ = engine.status(settings)
+    assert not st_.available and "SadTalker_V0.0.2_256.safetensors" in st_.reason
+    assert st_.checkpoints == {"mapping_crop": str(d / "mapping_00229-model.pth.tar")}
+    _touch(d, "SadTalker_V0.0.2_512.safetensors")
+    assert engine.status(settings).available
+    assert registry.candidates("auto", settings)[0].name == "sadtalker"
+    assert st.render_sizes(d) == [512] and st.render_sizes(d, "full") == []
+    _touch(d, *ck.OLD_FILES.values())  # the old layout adds a 256 renderer only
+    assert st.render_sizes(d) == [256, 512]
+    assert st.choose_size([256, 512], "real_time") == 256 and st.choose_size([256, 512], "high_quality") == 512
+    assert st.choose_size([512], "auto") == 512
+    other = _touch(tmp_path / "elsewhere", "mapping_00229-model.pth.tar", "SadTalker_V0.0.2_256.safetensors")
+    explicit = settings.model_copy(update={"sadtalker_ckpt_dir": other})
+    assert st.checkpoint_dir(explicit) == other
+    assert engine.status(explicit).checkpoints["safetensors_256"] == str(other / "SadTalker_V0.0.2_256.safetensors")
+
+
+def test_missing_checkpoints_explicit_engine_is_unavailable(settings):
+    wav = wav_bytes(_speech(1.0, 0.3)[None], 16000)
+    result = run_job({"input": {"image_b64": _b64(asset_bytes("astronaut_512.png")), "audio_b64": _b64(wav),
+                                "engine": "sadtalker", "fps": 10}}, settings=settings)
+    err = parse_error(result["error"])
+    assert err["code"] == "engine_unavailable" and "SadTalker" in err["message"]
+    assert registry.candidates("auto", settings)[0].name != "sadtalker"
+
+
+def test_frames_stream_in_batches_and_honour_the_deadline(monkeypatch, settings):
+    calls = []
+
+    def fake_batch(nets, device, coeffs, start, stop, *rest):
+        calls.append((start, stop))
+        return np.stack([np.full((4, 4, 3), i, np.uint8) for i in range(start, stop)])
+
+    monkeypatch.setattr(st, "render_batch", fake_batch)
+    job = RenderJob(request=None, image=None, audio=None, fps=25, n_frames=19, settings=settings)
+    frames = st._frames(None, None, np.zeros((19, 70)), None, None, None, lambda f: f[0, 0, 0], 8, job)
+    assert next(frames) == 0 and calls == [(0, 8)]  # lazy: one batch computed for the first frame
+    assert list(frames) == list(range(1, 19)) and calls == [(0, 8), (8, 16), (16, 19)]
+    job.deadline = time.perf_counter() - 1
+    with pytest.raises(AvatarError) as err:
+        next(st._frames(None, None, np.zeros((3, 70)), None, None, None, lambda f: f, 8, job))
+    assert err.value.code == "timeout"
+
+
+# ------------------------------------------------------------------ renders with det weights
+
+
+def _snuv() -> dict:
+    with np.load(FIX / "golden_generator.npz") as z:
+        return {k.removeprefix("snuv."): torch.from_numpy(z[k]) for k in z.files if k.startswith("snuv.")}
+
+
+def _det(name: str, preprocess: str = "crop") -> dict:
+    sd = det_state_dict(ck._build(name, preprocess))
+    if name == "generator":  # det-filled spectral-norm u/v are meaningless (README): use the fixtures' u/v
+        sd.update(_snuv())
+    return sd
+
+
+@pytest.fixture(scope="module")
+def model_root(tmp_path_factory):
+    """MODEL_ROOT with sadtalker/ in the new layout (256 safetensors + both MappingNet files), det weights."""
+    root = tmp_path_factory.mktemp("models")
+    d = root / "sadtalker"
+    d.mkdir()
+    flat = {}
+    for prefix in ck.SAFETENSORS_PREFIXES:
+        flat.update({f"{prefix}.{k}": v for k, v in _det(prefix).items()})
+    save_file(flat, str(d / ck.safetensors_name(256)))
+    del flat
+    torch.save({"mapping": _det("mapping", "crop"), "epoch": 229}, d / ck.mapping_name("crop"))
+    torch.save({"mapping": _det("mapping", "full"), "epoch": 109}, d / ck.mapping_name("full"))
+    yield root
+    st.NETS.clear()
+    shutil.rmtree(root, ignore_errors=True)  # ~0.8 GB of weights; pytest keeps old tmp dirs around
+
+
+@pytest.fixture
+def det_settings(settings, model_root):
+    return settings.model_copy(update={"model_root": model_root})
+
+
+@pytest.mark.slow
+def test_det_checkpoints_make_sadtalker_the_auto_choice(det_settings):
+    status = registry.ENGINES["sadtalker"].status(det_settings)
+    assert status.available, status.reason
+    assert {"safetensors_256", "mapping_crop", "mapping_full"} <= set(status.checkpoints)
+    assert registry.candidates("auto", det_settings)[0].name == "sadtalker"
+    assert registry.list_engines(det_settings)["sadtalker"]["available"]
+    registry.ENGINES["sadtalker"].warm_up(det_settings)  # loads once; the renders below reuse these nets
+    nets, device = st.NETS.get(det_settings.model_root / "sadtalker", 256, "crop")
+    assert device.type == "cpu" and nets.checkpoints.layout == "safetensors" and nets.size == 256
+    assert st.NETS.get(det_settings.model_root / "sadtalker", 256, "crop")[0] is nets
+
+
+@pytest.mark.slow
+def test_render_through_the_worker(det_settings):
+    """Three frames (0.3 s at 10 fps) through the real networks: the generator costs 6-15 s a frame on 2 CPU cores."""
+    wav = wav_bytes(_speech(1.0, 0.3)[None], 16000)
+    payload = {"image_b64": _b64(asset_bytes("astronaut_512.png")), "audio_b64": _b64(wav), "engine": "sadtalker",
+               "fps": 10, "seed": 3, "output": {"delivery": "base64"}}
+    result = run_job({"id": "st1", "input": payload}, settings=det_settings)
+    assert "error" not in result, result.get("error")
+    assert result["engine"] == "sadtalker" and "fallback_from" not in result
+    assert result["preprocess"] == "crop" and result["size"] == 256 and result["device"] == "cpu"
+    assert result["frames"] == 3 and len(result["crop_box"]) == 4
+    info = probe_mp4(base64.b64decode(result["video_b64"]))
+    assert info["frames"] == 3 and (info["width"], info["height"]) == (512, 512) and info["fps"] == 10
+
+
+@pytest.mark.slow
+def test_full_mode_shares_nets_and_keeps_the_picture(det_settings, monkeypatch):
+    """`full` loads only the 73-channel MappingNet beside the cached nets; like `crop` it pastes the face
+    back into the untouched portrait (upstream's meaning of `full`)."""
+    request = parse_request({"engine": "sadtalker", "preprocess": "full", "fps": 10, "size": 256}, local=True)
+    image = fit_image(decode_image(asset_bytes("astronaut_512.png"), max_pixels=10**7), 256)
+    audio = decode_audio(wav_bytes(_speech(1.0, 0.3)[None], 16000), max_seconds=10, min_seconds=0.2)
+    job = RenderJob(request=request, image=image, audio=audio, fps=10, n_frames=3, settings=det_settings,
+                    source_scale=2.0)
+    seen = []
+
+    def fake_batch(nets, device, coeffs, start, stop, *rest):
+        seen.append(coeffs.shape)
+        return np.full((stop - start, 256, 256, 3), 77, np.uint8)
+
+    monkeypatch.setattr(st, "render_batch", fake_batch)
+    prepared = registry.ENGINES["sadtalker"].prepare(job)
+    assert prepared.info["preprocess"] == "full" and len(prepared.info["crop_box"]) == 4
+    frames = list(prepared.frames)
+    assert len(frames) == 3 and frames[0].shape == (256, 256, 3)
+    assert np.array_equal(frames[0][:8, :8], image[:8, :8])  # outside the face crop: the portrait itself
+    assert set(seen) == {(3, 73)}  # driving coeffs carry the source's crop params for the 73-channel MappingNet
+    full, _ = st.NETS.get(det_settings.model_root / "sadtalker", 256, "full")
+    crop, _ = st.NETS.get(det_settings.model_root / "sadtalker", 256, "crop")
+    assert full.generator is crop.generator and full.mapping is not crop.mapping
+    assert full.mapping.first[0].in_channels == 73 and crop.mapping.first[0].in_channels == 70
+    assert full.checkpoints.mapping.name == "mapping_00109-model.pth.tar"
