@@ -71,6 +71,8 @@ def decode_audio(data: bytes, *, max_seconds: float, min_seconds: float) -> Audi
         if not streams:
             raise AvatarError("unsupported_media", "the audio input has no audio stream")
         stream = streams[0]
+        if stream.codec_context is None:  # a codec tag FFmpeg has no decoder for
+            raise AvatarError("unsupported_media", "the audio codec is not supported")
         src_rate = stream.codec_context.sample_rate or stream.rate
         if not src_rate:
             raise AvatarError("unsupported_media", "the audio stream has no sample rate")
@@ -106,12 +108,14 @@ def decode_audio(data: bytes, *, max_seconds: float, min_seconds: float) -> Audi
     if not out_chunks:
         raise AvatarError("unsupported_media", "the audio input holds no decodable audio")
     samples = np.ascontiguousarray(np.concatenate(out_chunks, axis=1), dtype=np.float32)
-    analysis = np.ascontiguousarray(np.concatenate(ana_chunks), dtype=np.float32)
-    np.nan_to_num(samples, copy=False)
-    np.nan_to_num(analysis, copy=False)
     duration = samples.shape[1] / out_rate
     if duration < min_seconds:
         raise AvatarError("invalid_input", f"audio lasts {duration:.2f} s; at least {min_seconds} s is needed")
     if duration > max_seconds:
         raise AvatarError("input_too_large", f"audio lasts {duration:.0f} s, over the {max_seconds:.0f} s limit")
+    if not ana_chunks:
+        raise AvatarError("unsupported_media", "the audio input holds no decodable audio")
+    analysis = np.ascontiguousarray(np.concatenate(ana_chunks), dtype=np.float32)
+    np.nan_to_num(samples, copy=False)
+    np.nan_to_num(analysis, copy=False)
     return AudioClip(analysis=analysis, samples=samples, rate=out_rate, duration_s=duration)

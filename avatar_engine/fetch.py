@@ -59,10 +59,29 @@ def decode_base64(text: str, *, field: str, max_bytes: int) -> bytes:
     return data
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_SITE_LOCAL = ipaddress.ip_network("fec0::/10")
+
+
+def _embedded_ipv4(addr):
+    """The IPv4 address an IPv6 address carries (mapped, NAT64, 6to4, IPv4-compatible), if any."""
+    if addr.version != 6:
+        return None
+    if addr.ipv4_mapped:
+        return addr.ipv4_mapped
+    if addr.sixtofour:
+        return addr.sixtofour
+    if addr in _NAT64 or addr in _IPV4_COMPATIBLE:
+        return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    return None
+
+
 def _check_address(ip: str, host: str, settings: Settings) -> None:
     addr = ipaddress.ip_address(ip)
-    if getattr(addr, "ipv4_mapped", None):
-        addr = addr.ipv4_mapped
+    if addr.version == 6 and addr in _SITE_LOCAL:
+        raise AvatarError("fetch_failed", f"refusing to fetch from {host}: it resolves to a non-public address")
+    addr = _embedded_ipv4(addr) or addr
     if addr.is_global and not addr.is_multicast:
         return
     if settings.allow_private_urls and not addr.is_link_local and not addr.is_multicast and not addr.is_unspecified:
@@ -98,6 +117,8 @@ def fetch_url(url: str, *, field: str, max_bytes: int, settings: Settings) -> Fe
         parts = urlsplit(current)
         scheme = (parts.scheme or "").lower()
         if scheme not in ("http", "https"):
+            if hop:
+                raise AvatarError("fetch_failed", f"{field}: the server redirected to a non-http(s) URL ({scheme or 'none'}:)")
             raise AvatarError("invalid_input", f"{field}: only http and https URLs are accepted, not {scheme or 'none'}:")
         if not parts.hostname:
             raise AvatarError("invalid_input", f"{field}: URL has no host")

@@ -105,12 +105,13 @@ class _Rendered:
     frames: int
     info: dict
     failures: list
+    suspect: bool = False  # an engine failed in a way that poisons the process (CUDA)
 
 
 def _render_with_fallback(chain, job: RenderJob, mp4: Path, mode: str, encoder: str, timer: _Timer,
                           progress: Progress | None, restorer=None) -> _Rendered:
     """Try engines best-first; input problems end the job, engine faults fall through to the next."""
-    failures = []
+    failures, suspect = [], False
     for engine in chain:
         try:
             with timer.stage("prepare"):
@@ -119,12 +120,12 @@ def _render_with_fallback(chain, job: RenderJob, mp4: Path, mode: str, encoder: 
                 prepared = PreparedRender(enhance_frames(prepared.frames, restorer, job.request.enhance_weight),
                                           {**prepared.info, "enhanced": True})
             frames = _encode(prepared, job, mp4, mode, encoder, timer, progress)
-            return _Rendered(engine, frames, prepared.info, failures)
+            return _Rendered(engine, frames, prepared.info, failures, suspect)
         except AvatarError as exc:
             if exc.code == "no_face" and job.request.on_no_face == "still":
                 still = engine_registry.ENGINES["still"]
                 frames = _encode(still.prepare(job), job, mp4, mode, encoder, timer, progress)
-                return _Rendered(still, frames, {"no_face": True}, failures)
+                return _Rendered(still, frames, {"no_face": True}, failures, suspect)
             if exc.code in _FATAL_INPUT_CODES or exc.code == "timeout" or engine is chain[-1]:
                 raise
             failures.append({"engine": engine.name, "code": exc.code, "message": exc.message})
@@ -132,7 +133,9 @@ def _render_with_fallback(chain, job: RenderJob, mp4: Path, mode: str, encoder: 
             log.exception("engine %s failed", engine.name)
             if engine is chain[-1]:
                 raise
-            failures.append({"engine": engine.name, "code": "internal", "message": f"{type(exc).__name__}: {exc}"})
+            suspect = suspect or suspect_process_state(str(exc))
+            # the exception text stays in the log: callers see its type only
+            failures.append({"engine": engine.name, "code": "internal", "message": type(exc).__name__})
     raise AssertionError("unreachable: the last engine either returns or raises")
 
 
@@ -220,6 +223,6 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
     result = {**delivered, "engine": done.engine.name, "encoder": encoder, **summary, "frames": done.frames, **info}
     if done.failures:
         result["fallback_from"] = done.failures
-        if any(suspect_process_state(f["message"]) for f in done.failures):
-            result["refresh_worker"] = True  # the SDK recycles the worker after this job
+    if done.suspect:
+        result["refresh_worker"] = True  # the SDK recycles the worker after this job
     return finish(result)

@@ -68,6 +68,11 @@ def pick_encoder(preference: str = "auto") -> str:
     return "libx264"
 
 
+def _reason(exc: OSError | av.FFmpegError) -> str:
+    """What went wrong, without the job's temp path (callers must not learn worker paths)."""
+    return getattr(exc, "strerror", None) or type(exc).__name__
+
+
 def frame_count(duration_s: float, fps: int) -> int:
     """Frames covering the whole audio: the video never ends before the speech does."""
     return max(1, math.ceil(duration_s * fps - 1e-6))
@@ -93,7 +98,7 @@ class Mp4Writer:
         try:
             self._container = av.open(str(self.path), mode="w", format="mp4", options={"movflags": "+faststart"})
         except (av.FFmpegError, OSError) as exc:
-            raise AvatarError("internal", f"cannot create the output file: {exc}") from None
+            raise AvatarError("internal", f"cannot create the output file: {_reason(exc)}") from None
         self._video = self._container.add_stream(encoder, rate=fps)
         self._video.width, self._video.height = width, height
         self._video.pix_fmt = "yuv420p"
@@ -127,7 +132,7 @@ class Mp4Writer:
         try:
             self._container.mux(packets)
         except OSError as exc:  # disk full, file removed under us
-            raise AvatarError("internal", f"writing the MP4 failed: {exc}") from None
+            raise AvatarError("internal", f"writing the MP4 failed: {_reason(exc)}") from None
 
     def _write_audio(self) -> None:
         samples = self._audio.samples
@@ -148,7 +153,7 @@ class Mp4Writer:
         try:
             self._container.close()
         except OSError as exc:
-            raise AvatarError("internal", f"finalizing the MP4 failed: {exc}") from None
+            raise AvatarError("internal", f"finalizing the MP4 failed: {_reason(exc)}") from None
 
     def abort(self) -> None:
         """Close without caring about the result; the caller deletes the partial file."""

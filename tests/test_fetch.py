@@ -31,7 +31,7 @@ def test_redirects_followed_up_to_the_limit(hostile, settings, portrait_png):
     ("/loop", "fetch_failed"),
     ("/to-metadata", "fetch_failed"),
     ("/to-private", "fetch_failed"),
-    ("/to-file", "invalid_input"),
+    ("/to-file", "fetch_failed"),
     ("/empty", "fetch_failed"),
     ("/short-body", "fetch_failed"),
     ("/huge-declared", "input_too_large"),
