@@ -57,12 +57,13 @@ def load_restorer_model(settings: Settings):
         return _models[key]
 
 
-def enhance_frames(frames: Iterable[np.ndarray], model, weight: float) -> Iterator[np.ndarray]:
+def enhance_frames(frames: Iterable[np.ndarray], model, weight: float, *, cpu_bf16: bool = False
+                   ) -> Iterator[np.ndarray]:
     """Restore the face in each frame; frames where no face is tracked pass through unchanged."""
     from .face.landmarks import FaceTracker
     from .face_restore import FaceRestorer, five_points_from_mesh
 
-    restorer = FaceRestorer(model, device=_device(), weight=weight)
+    restorer = FaceRestorer(model, device=_device(), weight=weight, cpu_bf16=cpu_bf16)
     tracker = FaceTracker()
     previous, restored = None, None
     for frame in frames:

@@ -10,6 +10,7 @@ else, and identical frames give identical output (no noise resampling, no per-fr
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from .errors import AvatarError
+from .nets.precision import inference_autocast
 
 FACE_SIZE = 512
 
@@ -99,13 +101,14 @@ class FaceRestorer:
     """
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu", weight: float = 1.0,
-                 batch_size: int | None = None, cache_size: int = 16):
+                 batch_size: int | None = None, cache_size: int = 16, cpu_bf16: bool = False):
         if not 0.0 <= weight <= 1.0:
             raise ValueError(f"weight must be in [0, 1], got {weight}")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self._dtype = next(self.model.parameters()).dtype  # float16 models on GPU work too
         self.weight = float(weight)
+        self.cpu_bf16 = cpu_bf16
         if batch_size is None:
             batch_size = 1 if self.device.type == "cpu" else 8
         self.batch_size = max(1, int(batch_size))
@@ -156,7 +159,8 @@ class FaceRestorer:
         """(b, 512, 512, 3) uint8 -> restored (b, 512, 512, 3) uint8, as GFPGANer normalises and rounds."""
         x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float()
         x = (x / 255.0 * 2.0 - 1.0).to(self._dtype)
-        out, _ = self.model(x, return_rgb=False, randomize_noise=False)
+        with inference_autocast(self.device, cpu_bf16=self.cpu_bf16) if self._dtype == torch.float32 else nullcontext():
+            out, _ = self.model(x, return_rgb=False, randomize_noise=False)
         out = ((out.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round()
         return out.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 

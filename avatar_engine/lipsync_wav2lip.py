@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import torch
 
+from .nets.precision import inference_autocast
 from .nets.wav2lip import FACE_SIZE, MAX_ABS_VALUE, MEL_WINDOW, SAMPLE_RATE, Wav2Lip, mel_chunk_starts, melspectrogram
 
 Box = tuple[int, int, int, int]  # (y1, y2, x1, x2), upstream's `--box` order; y2/x2 exclusive
@@ -97,6 +98,7 @@ class Wav2LipLipSync:
         device: str | torch.device = "cpu",
         batch_size: int = 16,
         pads: Sequence[int] = UPSTREAM_PADS,
+        cpu_bf16: bool = False,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -104,6 +106,7 @@ class Wav2LipLipSync:
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
         self.batch_size = int(batch_size)
         self.pads = tuple(int(p) for p in pads)
+        self.cpu_bf16 = cpu_bf16
 
     def run(
         self,
@@ -166,7 +169,7 @@ class Wav2LipLipSync:
         face_input = face_input.to(self.device, torch.float32) / 255.0
         mel_input = torch.from_numpy(np.stack([mel[:, s : s + MEL_WINDOW] for s in starts])[:, None]).to(self.device)
 
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
+        with torch.inference_mode(), inference_autocast(self.device, cpu_bf16=self.cpu_bf16):
             predicted = self.model(mel_input, face_input.contiguous(memory_format=torch.channels_last))
         # (B,3,96,96) BGR in [0,1] -> (B,96,96,3) RGB in [0,255]
         predicted_rgb = (predicted.float() * 255.0).permute(0, 2, 3, 1).flip(3).cpu().numpy()

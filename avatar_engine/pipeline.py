@@ -117,7 +117,8 @@ def _render_with_fallback(chain, job: RenderJob, mp4: Path, mode: str, encoder: 
             with timer.stage("prepare"):
                 prepared = engine.prepare(job)
             if restorer is not None:
-                prepared = PreparedRender(enhance_frames(prepared.frames, restorer, job.request.enhance_weight),
+                prepared = PreparedRender(enhance_frames(prepared.frames, restorer, job.request.enhance_weight,
+                                                         cpu_bf16=job.settings.cpu_bf16),
                                           {**prepared.info, "enhanced": True})
             frames = _encode(prepared, job, mp4, mode, encoder, timer, progress)
             return _Rendered(engine, frames, prepared.info, failures, suspect)

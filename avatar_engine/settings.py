@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     job_timeout_s: float = Field(900.0, description="a render running longer is abandoned")
     work_dir: Path | None = Field(None, description="parent of per-job temp dirs (default: system temp)")
     torch_threads: int = Field(0, description="0 = all cores")
+    cpu_bf16: bool = Field(True, description="bfloat16 inference on CPUs with native bf16 (AMX/AVX512-BF16)")
 
 
 @lru_cache(maxsize=1)

@@ -110,9 +110,30 @@ def _flops(model, *inputs) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    inputs = [t.clone() for t in inputs]  # FlopCounterMode's module tracker rejects inference tensors
+    with FlopCounterMode(display=False) as counter:
         model(*inputs)
     return float(counter.get_total_flops())
+
+
+def _per_item_ms(call, items: int, reps: int, bf16: bool) -> float:
+    """Mean ms per item of `call()` (one warm-up call first) in fp32 or, where native, bf16."""
+    import torch
+
+    from avatar_engine.nets.precision import inference_autocast
+
+    with torch.inference_mode(), inference_autocast("cpu", cpu_bf16=bf16):
+        call()
+        start = time.perf_counter()
+        for _ in range(reps):
+            call()
+    return (time.perf_counter() - start) * 1000 / (reps * items)
+
+
+def _precisions() -> tuple[bool, ...]:
+    from avatar_engine.nets.precision import cpu_bf16_supported
+
+    return (False, True) if cpu_bf16_supported() else (False,)
 
 
 def _gpu_line(flops_per_item: float, unit: str) -> str:
@@ -128,17 +149,14 @@ def section_wav2lip(quick: bool) -> None:
 
     print("== Wav2Lip lip stage, deterministic weights ==")
     torch.set_num_threads(os.cpu_count() or 2)
-    model = fill_module(Wav2Lip())
+    model = fill_module(Wav2Lip()).to(memory_format=torch.channels_last)
     batch = 16
-    audio, face = torch.randn(batch, 1, 80, 16), torch.rand(batch, 6, 96, 96)
-    with torch.inference_mode():
-        model(audio, face)
-        reps = 2 if quick else 5
-        start = time.perf_counter()
-        for _ in range(reps):
-            model(audio, face)
-        fps = batch * reps / (time.perf_counter() - start)
-    print(f"network forward, batch {batch}, {torch.get_num_threads()} threads: {fps:.1f} frames/s (target >= 25)")
+    audio = torch.randn(batch, 1, 80, 16)
+    face = torch.rand(batch, 6, 96, 96).contiguous(memory_format=torch.channels_last)
+    for bf16 in _precisions():
+        ms = _per_item_ms(lambda: model(audio, face), batch, 2 if quick else 4, bf16)
+        print(f"network forward, batch {batch}, {torch.get_num_threads()} threads, {'bf16' if bf16 else 'fp32'}: "
+              f"{1000 / ms:.1f} frames/s (target >= 25)")
     print(_gpu_line(_flops(model, audio[:1], face[:1]), "frame"))
 
 
@@ -151,18 +169,51 @@ def section_gfpgan(quick: bool) -> None:
     print("== GFPGAN v1.4 face restoration, deterministic weights ==")
     model = fill_module(gfpgan_v14())
     x = torch.rand(1, 3, 512, 512) * 2 - 1
-    with torch.inference_mode():
-        model(x)
-        reps = 1 if quick else 3
-        start = time.perf_counter()
-        for _ in range(reps):
-            model(x)
-        ms = (time.perf_counter() - start) / reps * 1000
-    print(f"CPU: {ms:.0f} ms per 512x512 face")
+    for bf16 in _precisions():
+        ms = _per_item_ms(lambda: model(x), 1, 1 if quick else 3, bf16)
+        print(f"CPU {'bf16' if bf16 else 'fp32'}: {ms:.0f} ms per 512x512 face")
     print(_gpu_line(_flops(model, x), "face"))
 
 
-SECTIONS = {"parametric": section_parametric, "wav2lip": section_wav2lip, "gfpgan": section_gfpgan}
+def section_sadtalker(quick: bool) -> None:
+    import torch
+
+    from avatar_engine.nets.detweights import fill_module
+    from avatar_engine.nets.sadtalker.checkpoints import _build
+    from avatar_engine.sadtalker_glue import keypoint_transformation
+    from avatar_engine.sadtalker_pipeline import driving_coeffs, mapping_windows
+
+    print("== SadTalker 256, deterministic weights, CPU ms per frame by stage ==")
+    nets = {name: fill_module(_build(name, "crop")) for name in ("audio2exp", "audio2pose", "kp_extractor",
+                                                                  "generator", "mapping")}
+    wav = np.frombuffer(speech_clip(4.0)[44:], dtype="<i2").astype(np.float32) / 32768
+    n = 100
+    start = time.perf_counter()
+    coeffs = driving_coeffs(wav, np.zeros(70, np.float32), nets["audio2exp"], nets["audio2pose"], fps=25, n_frames=n)
+    coeff_ms = (time.perf_counter() - start) * 1000 / n
+    src = torch.rand(1, 3, 256, 256)
+    with torch.inference_mode():
+        kp_canonical = nets["kp_extractor"](src)
+        feature = nets["generator"].encode_source(src)
+        start = time.perf_counter()
+        he = nets["mapping"](torch.from_numpy(mapping_windows(coeffs, 0, n)))
+        kp = keypoint_transformation(kp_canonical.expand(n, -1, -1), he)
+        kp_ms = (time.perf_counter() - start) * 1000 / n
+    timings = {}
+    for bf16 in _precisions():
+        for batch in (1, 2):
+            f, a, b = feature.expand(batch, -1, -1, -1, -1), kp[:batch], kp[:1].expand(batch, -1, -1)
+            timings[f"{'bf16' if bf16 else 'fp32'} batch {batch}"] = _per_item_ms(
+                lambda: nets["generator"].animate(f, a, b), batch, 1 if quick else 2, bf16)
+    gen = ", ".join(f"{k}: {ms:.0f}" for k, ms in timings.items())
+    print(f"coefficients (Audio2Exp + Audio2Pose): {coeff_ms:.1f} | MappingNet + keypoints: {kp_ms:.1f} | "
+          f"generator: {gen}")
+    flops = _flops(lambda f, a, b: nets["generator"].animate(f, a, b), feature, kp[:1], kp[:1])
+    print(_gpu_line(flops, "frame") + " (target: 25 on an L4)")
+
+
+SECTIONS = {"parametric": section_parametric, "wav2lip": section_wav2lip, "gfpgan": section_gfpgan,
+            "sadtalker": section_sadtalker}
 
 
 def main() -> int:

@@ -255,10 +255,11 @@ class SadTalkerEngine(Engine):
 
 
 def render_batch(nets: SadTalkerNets, device, coeffs: np.ndarray, start: int, stop: int, kp_canonical, kp_source,
-                 feature) -> np.ndarray:
+                 feature, cpu_bf16: bool = False) -> np.ndarray:
     """Faces (stop - start, S, S, 3) uint8 for frames start..stop-1 of the driving `coeffs` sequence."""
     import torch
 
+    from ..nets.precision import inference_autocast
     from ..sadtalker_glue import keypoint_transformation
     from ..sadtalker_pipeline import mapping_windows
 
@@ -266,7 +267,7 @@ def render_batch(nets: SadTalkerNets, device, coeffs: np.ndarray, start: int, st
     with torch.inference_mode():
         he = nets.mapping(torch.from_numpy(mapping_windows(coeffs, start, stop)).to(device))
         kp_driving = keypoint_transformation(kp_canonical.expand(n, -1, -1), he)
-        with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
+        with inference_autocast(device, cpu_bf16=cpu_bf16):
             pred = nets.generator.animate(feature.expand(n, -1, -1, -1, -1), kp_driving,
                                           kp_source.expand(n, -1, -1))["prediction"]
         faces = (pred.float().clamp_(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
@@ -282,6 +283,7 @@ def _frames(nets, device, coeffs, kp_canonical, kp_source, feature, place, bs: i
         if time.perf_counter() > job.deadline:
             raise AvatarError("timeout", f"the render passed the {job.settings.job_timeout_s:.0f} s job limit "
                                          f"(JOB_TIMEOUT_S) after {start} of {n} frames")
-        faces = render_batch(nets, device, coeffs, start, min(start + bs, n), kp_canonical, kp_source, feature)
+        faces = render_batch(nets, device, coeffs, start, min(start + bs, n), kp_canonical, kp_source, feature,
+                             job.settings.cpu_bf16)
         for face in faces:
             yield place(face)

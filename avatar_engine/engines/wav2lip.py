@@ -154,7 +154,7 @@ class Wav2LipEngine(Engine):
         motion = ENGINES["parametric"].motion(job, animate_mouth=False)
         boxes = fixed_box if fixed_box is not None else motion_boxes(motion, image_hw)
         _use_threads(job.settings, device)
-        stage = Wav2LipLipSync(model, device, batch_size=_batch_size(device))
+        stage = Wav2LipLipSync(model, device, batch_size=_batch_size(device), cpu_bf16=job.settings.cpu_bf16)
         frames = stage.run((frame for frame, _ in motion.frames()), boxes, job.audio.analysis, job.fps,
                            n_frames=job.n_frames)
         first_box = fixed_box if fixed_box is not None else boxes[0]

@@ -26,24 +26,27 @@ class FrameFeatures:
     voiced: np.ndarray  # 0..1 share of energy in the voice band
 
 
-def _frames(wav: np.ndarray) -> np.ndarray:
-    pad = np.pad(wav.astype(np.float32), (_WIN // 2, _WIN // 2 + _HOP))
-    n = 1 + (len(pad) - _WIN) // _HOP
-    idx = np.arange(_WIN)[None, :] + _HOP * np.arange(n)[:, None]
-    return pad[idx]
+_BLOCK = 2048  # analysis hops per block (~20 s): memory stays flat for long clips
 
 
 def analysis_tracks(wav: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """10 ms tracks of (power, high-band power, voice-band power)."""
-    frames = _frames(wav) * np.hanning(_WIN).astype(np.float32)
-    spec = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    """10 ms tracks of (power, high-band power ratio, voice-band share), computed block by block."""
+    pad = np.pad(wav.astype(np.float32), (_WIN // 2, _WIN // 2 + _HOP))
+    n = 1 + (len(pad) - _WIN) // _HOP
+    window = np.hanning(_WIN).astype(np.float32)
     freqs = np.fft.rfftfreq(_WIN, 1.0 / RATE)
-    power = (frames ** 2).mean(axis=1)
-    low = spec[:, (freqs >= 250) & (freqs < 1200)].sum(axis=1)
-    high = spec[:, (freqs >= 2500) & (freqs < 6000)].sum(axis=1)
-    voice = spec[:, (freqs >= 80) & (freqs < 1200)].sum(axis=1)
-    total = spec[:, freqs >= 80].sum(axis=1)
-    return power, high / (low + 1e-10), voice / (total + 1e-10)
+    low_band, high_band = (freqs >= 250) & (freqs < 1200), (freqs >= 2500) & (freqs < 6000)
+    voice_band, all_band = (freqs >= 80) & (freqs < 1200), freqs >= 80
+    power, ratio, voiced = (np.empty(n, np.float64) for _ in range(3))
+    offsets = np.arange(_WIN)[None, :]
+    for start in range(0, n, _BLOCK):
+        hops = np.arange(start, min(n, start + _BLOCK))
+        frames = pad[offsets + _HOP * hops[:, None]] * window
+        spec = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+        power[hops] = (frames ** 2).mean(axis=1)
+        ratio[hops] = spec[:, high_band].sum(axis=1) / (spec[:, low_band].sum(axis=1) + 1e-10)
+        voiced[hops] = spec[:, voice_band].sum(axis=1) / (spec[:, all_band].sum(axis=1) + 1e-10)
+    return power, ratio, voiced
 
 
 def _per_frame(track: np.ndarray, n_frames: int, fps: float) -> np.ndarray:

@@ -15,11 +15,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ...errors import AvatarError
 from ..checkpoint import load_strict, read_checkpoint
+
+if TYPE_CHECKING:  # torch loads only when networks are built: finding checkpoints must stay cheap
+    from torch import nn
 
 SAFETENSORS_PREFIXES = ("kp_extractor", "generator", "audio2exp", "audio2pose", "face_3drecon")
 OLD_FILES = {
