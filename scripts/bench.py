@@ -107,7 +107,6 @@ def section_parametric(quick: bool) -> None:
 
 
 def _flops(model, *inputs) -> float:
-    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     inputs = [t.clone() for t in inputs]  # FlopCounterMode's module tracker rejects inference tensors
