@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from itertools import islice
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -111,15 +111,15 @@ class Wav2LipLipSync:
     def run(
         self,
         frames: Iterable[np.ndarray],
-        boxes: Sequence[Box] | Box,
+        boxes: Sequence[Box] | Box | Callable[[int, np.ndarray], Box],
         audio_16k: np.ndarray,
         fps: float,
         n_frames: int | None = None,
     ) -> Iterator[np.ndarray]:
         """Yield lip-synced copies of `frames` (RGB uint8, HxWx3), in order, one per input frame.
 
-        `boxes` is one (y1, y2, x1, x2) for all frames or one per frame (detector-style, before
-        padding). Frame i gets the mel window starting at int(i * 80/fps), clamped to the last one.
+        `boxes` is one (y1, y2, x1, x2) for all frames, one per frame, or a callable `(index, frame)`
+        returning it (detector-style, before padding). Frame i gets the mel window starting at int(i * 80/fps), clamped to the last one.
         Stops after `n_frames` (default: ceil(audio duration * fps)) or when `frames` runs out, so
         an endless generator of a still portrait is fine. Input frames are never modified.
         """
@@ -138,7 +138,7 @@ class Wav2LipLipSync:
         batch_starts: list[int] = []
         for index, frame in enumerate(islice(frames, n_frames)):
             frame = _check_frame(frame, index)
-            batch.append((frame, self._padded_box(box_for(index), frame.shape)))
+            batch.append((frame, self._padded_box(box_for(index, frame), frame.shape)))
             batch_starts.append(starts[index])
             if len(batch) == self.batch_size:
                 yield from self._render(batch, mel, batch_starts)
@@ -197,16 +197,19 @@ def _check_frame(frame: np.ndarray, index: int) -> np.ndarray:
     return frame
 
 
-def _box_lookup(boxes: Sequence[Box] | Box):
-    """Accept one box for every frame, or a per-frame sequence (list, tuple or (N, 4) array)."""
+def _box_lookup(boxes: Sequence[Box] | Box | Callable[[int, np.ndarray], Box]):
+    """Accept one box for every frame, a per-frame sequence (list, tuple or (N, 4) array), or a
+    callable `(index, frame) -> box` for faces only known once the frame exists (tracking)."""
+    if callable(boxes):
+        return lambda index, frame: tuple(int(v) for v in boxes(index, frame))
     arr = np.asarray(boxes)
     if arr.shape == (4,):
         fixed = tuple(int(v) for v in arr)
-        return lambda index: fixed
+        return lambda index, frame: fixed
     if arr.ndim != 2 or arr.shape[1] != 4:
         raise ValueError(f"boxes must be one (y1, y2, x1, x2) or a sequence of them, got shape {arr.shape}")
 
-    def per_frame(index: int) -> Box:
+    def per_frame(index: int, frame: np.ndarray) -> Box:
         if index >= len(arr):
             raise ValueError(f"no face box for frame {index}: only {len(arr)} boxes were given")
         return tuple(int(v) for v in arr[index])

@@ -54,6 +54,7 @@ class RenderRequest(BaseModel):
     preprocess: Literal["crop", "full"] = Field("crop", description="SadTalker: animate a face crop or the full image")
     pose_style: int = Field(0, ge=0, le=45, description="SadTalker head-pose style")
     expression_scale: float = Field(1.0, ge=0.0, le=3.0, description="SadTalker expression strength")
+    lip_refine: bool = Field(False, description="SadTalker: repaint the lips with Wav2Lip (needs its checkpoint)")
     cache: bool = True
     output: OutputOptions = Field(default_factory=OutputOptions)
 

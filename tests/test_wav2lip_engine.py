@@ -15,6 +15,7 @@ from avatar_engine.audio_io import decode_audio
 from avatar_engine.engines import ENGINES, candidates, list_engines
 from avatar_engine.engines.base import RenderJob
 from avatar_engine.engines.wav2lip import _MODELS, motion_boxes
+from avatar_engine.errors import AvatarError
 from avatar_engine.image_io import decode_image, fit_image
 from avatar_engine.lipsync_wav2lip import UPSTREAM_PADS, face_box_from_landmarks
 from avatar_engine.nets.detweights import det_state_dict
@@ -175,3 +176,25 @@ def test_only_the_lower_face_changes(with_model, portrait_png, short_wav, face_b
         assert np.array_equal(out[i][upper, x1:x2], base[upper, x1:x2]), i
         changed += not np.array_equal(out[i], base)
     assert changed == n
+
+
+@pytest.mark.slow
+def test_refine_lips_tracks_the_face_in_any_frames(with_model, portrait_png, short_wav):
+    """SadTalker's `lip_refine`: Wav2Lip over frames it did not make, the face tracked per frame."""
+    from avatar_engine.engines.wav2lip import refine_lips
+
+    job = _job(with_model, portrait_png, short_wav, 6)
+    source = [np.roll(job.image, shift, axis=1) for shift in range(6)]  # a face that moves sideways
+    out = list(refine_lips(iter(source), job))
+    assert len(out) == 6 and all(o.shape == job.image.shape for o in out)
+    assert all(not np.array_equal(o, s) for o, s in zip(out, source))  # the lower face was repainted
+    assert all(np.array_equal(o[:40], s[:40]) for o, s in zip(out, source))  # the top of the frame was not
+
+
+def test_refine_lips_without_checkpoint_is_named(settings, portrait_png, short_wav):
+    from avatar_engine.engines.wav2lip import refine_lips
+
+    job = _job(settings, portrait_png, short_wav, 3)
+    with pytest.raises(AvatarError) as err:
+        refine_lips(iter([job.image] * 3), job)
+    assert err.value.code == "engine_unavailable" and "wav2lip_gan.pth" in err.value.message

@@ -249,8 +249,12 @@ class SadTalkerEngine(Engine):
 
         bs = batch_size(device, size)
         frames = _frames(nets, device, coeffs, kp_canonical, kp_source, feature, place, bs, job)
+        if req.lip_refine:
+            from .wav2lip import refine_lips
+
+            frames = refine_lips(frames, job)
         info = {"face_box": face_box, "size": size, "preprocess": preprocess, "device": str(device),
-                "batch_size": bs, "crop_box": box.as_list()}
+                "batch_size": bs, "crop_box": box.as_list(), **({"lip_refine": "wav2lip"} if req.lip_refine else {})}
         return PreparedRender(frames=frames, info=info)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
@@ -116,6 +116,34 @@ def checked_face_box(face_box: tuple[int, int, int, int], image_hw: tuple[int, i
     if bottom - top < MIN_BOX_PX or right - left < MIN_BOX_PX:
         raise AvatarError("invalid_input", f"face_box {list(face_box)} is smaller than {MIN_BOX_PX} px on a side")
     return top, bottom, left, right
+
+
+def refine_lips(frames: Iterable[np.ndarray], job: RenderJob) -> Iterator[np.ndarray]:
+    """Wav2Lip lips over another engine's frames (SadTalker's `lip_refine`), tracking the face per frame.
+
+    The checkpoint is loaded here, before any frame, so a missing file fails the job up front.
+    """
+    from ..face.landmarks import FaceTracker
+    from ..lipsync_wav2lip import Wav2LipLipSync, face_box_from_landmarks
+
+    path = find_checkpoint(job.settings)
+    if path is None:
+        expected = " or ".join(str(p) for p in checkpoint_paths(job.settings))
+        raise AvatarError("engine_unavailable", f"lip_refine needs the Wav2Lip checkpoint ({expected})")
+    model, device = _MODELS.get(path)
+    _use_threads(job.settings, device)
+    tracker, last = FaceTracker(), {}
+
+    def box_for(index: int, frame: np.ndarray):
+        points = tracker.update(frame)
+        if points is not None:
+            last["box"] = face_box_from_landmarks(points[:, :2], frame.shape[:2])
+        if "box" not in last:
+            raise AvatarError("no_face", f"lip_refine found no face in frame {index}")
+        return last["box"]
+
+    stage = Wav2LipLipSync(model, device, batch_size=_batch_size(device), cpu_bf16=job.settings.cpu_bf16)
+    return stage.run(frames, box_for, job.audio.analysis, job.fps, n_frames=job.n_frames)
 
 
 class Wav2LipEngine(Engine):
