@@ -10,11 +10,10 @@ import time
 import urllib.request
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from avatar_engine.engines import ENGINES
 from avatar_engine.worker import run_job
+from tests.support.gcs import gcs_emulator, service_account_json
 from tests.support.media import REPO, probe_mp4
 
 BUCKET = "avatar-delivery-test"
@@ -22,22 +21,13 @@ BUCKET = "avatar-delivery-test"
 
 @pytest.fixture(scope="module")
 def key_json() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    return json.dumps({"type": "service_account", "project_id": "avatar-test", "private_key_id": "k1" * 20,
-                       "private_key": pem, "client_email": "renderer@avatar-test.iam.gserviceaccount.com",
-                       "client_id": "1", "token_uri": "https://oauth2.googleapis.com/token"})
+    return service_account_json("avatar-test")
 
 
 @pytest.fixture(scope="module")
 def emulator():
-    from gcp_storage_emulator.server import create_server
-
-    server = create_server("127.0.0.1", 0, in_memory=True, default_bucket=BUCKET)
-    server.start()
-    yield f"http://127.0.0.1:{server._api._httpd.server_address[1]}"
-    server.stop()
+    with gcs_emulator(BUCKET) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture

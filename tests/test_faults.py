@@ -9,7 +9,6 @@ import base64
 import errno
 import functools
 import http.client
-import json
 import os
 import threading
 import time
@@ -18,8 +17,6 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
 from avatar_engine import storage
@@ -27,6 +24,8 @@ from avatar_engine.engines import ENGINES, PreparedRender
 from avatar_engine.video_encode import Mp4Writer
 from avatar_engine.worker import parse_error, run_job
 from scripts.make_corpus import CORPUS
+from tests.support.gcs import gcs_emulator
+from tests.support.gcs import service_account_json as make_service_account_json
 from tests.support.media import probe_mp4
 
 IMAGE = base64.b64encode((CORPUS / "portrait.jpg").read_bytes()).decode()
@@ -303,24 +302,15 @@ class BucketProxy:
 
 @pytest.fixture(scope="module")
 def bucket_proxy():
-    from gcp_storage_emulator.server import create_server
-
-    server = create_server("127.0.0.1", 0, in_memory=True, default_bucket=BUCKET)
-    server.start()
-    proxy = BucketProxy(server._api._httpd.server_address[1])
-    yield proxy
-    proxy.close()
-    server.stop()
+    with gcs_emulator(BUCKET) as port:
+        proxy = BucketProxy(port)
+        yield proxy
+        proxy.close()
 
 
 @pytest.fixture(scope="module")
 def service_account_json() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    return json.dumps({"type": "service_account", "project_id": "avatar-faults", "private_key_id": "f" * 40,
-                       "private_key": pem, "client_email": "renderer@avatar-faults.iam.gserviceaccount.com",
-                       "client_id": "1", "token_uri": "https://oauth2.googleapis.com/token"})
+    return make_service_account_json("avatar-faults")
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, quote, urlparse
 
 import pytest
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from avatar_engine.errors import AvatarError
@@ -38,6 +38,8 @@ from avatar_engine.storage import (
     parse_credentials_json,
     s3_region_from_endpoint,
 )
+from tests.support.gcs import gcs_emulator as start_gcs_emulator
+from tests.support.gcs import service_account
 
 BUCKET = "avatar-test"
 SA_EMAIL = "renderer@avatar-test.iam.gserviceaccount.com"
@@ -71,18 +73,7 @@ def rsa_key():
 
 @pytest.fixture(scope="module")
 def sa_info(rsa_key) -> dict:
-    pem = rsa_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    return {
-        "type": "service_account",
-        "project_id": "avatar-test",
-        "private_key_id": "0123456789abcdef0123456789abcdef01234567",
-        "private_key": pem,
-        "client_email": SA_EMAIL,
-        "client_id": "1234567890",
-        "token_uri": "https://oauth2.googleapis.com/token",
-    }
+    return {**service_account("avatar-test", rsa_key), "client_email": SA_EMAIL}
 
 
 @pytest.fixture(scope="module")
@@ -223,19 +214,12 @@ def is_upload(method: str, path: str) -> bool:
 
 @pytest.fixture(scope="module")
 def gcs_emulator():
-    from gcp_storage_emulator.server import create_server
-
-    server = create_server("127.0.0.1", 0, in_memory=True, default_bucket=BUCKET)
-    server.start()
-    try:
-        port = server._api._httpd.server_address[1]  # bound to an ephemeral port
+    with start_gcs_emulator(BUCKET) as port:
         proxy = FaultProxy(port)
         try:
             yield proxy
         finally:
             proxy.close()
-    finally:
-        server.stop()
 
 
 @pytest.fixture
