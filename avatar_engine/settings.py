@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     wav2lip_ckpt: Path | None = Field(None, description="explicit Wav2Lip checkpoint (WAV2LIP_CKPT)")
     sadtalker_ckpt_dir: Path | None = Field(None, description="SadTalker checkpoint folder (SADTALKER_CKPT_DIR)")
     gfpgan_ckpt: Path | None = Field(None, description="explicit GFPGAN checkpoint (GFPGAN_CKPT)")
+    sadtalker_auto_min_gpu_gb: float = Field(
+        6.0, description="`auto` picks SadTalker only on a GPU with this much memory; 0 = also on CPU")
 
     # --- input limits -------------------------------------------------------------------
     max_image_bytes: int = 20 * 1024 * 1024

@@ -186,7 +186,9 @@ def test_status_and_sizes_from_checkpoint_files(tmp_path, settings):
     assert st_.checkpoints == {"mapping_crop": str(d / "mapping_00229-model.pth.tar")}
     _touch(d, "SadTalker_V0.0.2_512.safetensors")
     assert engine.status(settings).available
-    assert registry.candidates("auto", settings)[0].name == "sadtalker"
+    assert registry.candidates("auto", settings)[0].name != "sadtalker"  # no GPU here: too slow for `auto`
+    on_cpu_too = settings.model_copy(update={"sadtalker_auto_min_gpu_gb": 0})
+    assert registry.candidates("auto", on_cpu_too)[0].name == "sadtalker"
     assert st.render_sizes(d) == [512] and st.render_sizes(d, "full") == []
     _touch(d, *ck.OLD_FILES.values())  # the old layout adds a 256 renderer only
     assert st.render_sizes(d) == [256, 512]
@@ -260,7 +262,7 @@ def model_root(tmp_path_factory):
 
 @pytest.fixture
 def det_settings(settings, model_root):
-    return settings.model_copy(update={"model_root": model_root})
+    return settings.model_copy(update={"model_root": model_root, "sadtalker_auto_min_gpu_gb": 0})
 
 
 @pytest.mark.slow

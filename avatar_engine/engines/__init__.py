@@ -14,7 +14,8 @@ __all__ = ["Engine", "EngineStatus", "PreparedRender", "RenderJob", "ENGINES", "
 
 ENGINES: dict[str, Engine] = {}
 
-# `auto` tries these in order (real-time mode); the embedded engine needs no weights and ends every list.
+# `auto` tries these in order, skipping those without checkpoints or (SadTalker) without a large enough
+# GPU; the embedded engine needs no weights and ends every list.
 AUTO_ORDER = ("sadtalker", "wav2lip", "parametric")
 
 
@@ -52,7 +53,8 @@ def candidates(requested: str, settings: Settings) -> list[Engine]:
                 f"engine '{requested}' cannot run here: {st.reason}. Usable engines: {', '.join(usable)}",
             )
         return [engine]
-    chain = [ENGINES[n] for n in AUTO_ORDER if n in ENGINES and ENGINES[n].status(settings).available]
+    chain = [ENGINES[n] for n in AUTO_ORDER
+             if n in ENGINES and ENGINES[n].status(settings).available and ENGINES[n].suits_auto(settings)]
     if not chain:
         chain = [ENGINES["still"]]
     return chain

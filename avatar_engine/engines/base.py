@@ -51,6 +51,10 @@ class Engine(ABC):
     def status(self, settings: Settings) -> EngineStatus:
         return EngineStatus(True)
 
+    def suits_auto(self, settings: Settings) -> bool:
+        """Whether `auto` may pick this engine on this machine (e.g. only with enough GPU memory)."""
+        return True
+
     def warm_up(self, settings: Settings) -> None:
         """Load models now (called at worker import) so the first job pays nothing extra."""
 

@@ -193,6 +193,16 @@ class SadTalkerEngine(Engine):
             return EngineStatus(False, _missing_reason(d, "crop"), found)
         return EngineStatus(True, checkpoints=found)
 
+    def suits_auto(self, settings: Settings) -> bool:
+        """Seconds per frame on a CPU: `auto` takes SadTalker only where a GPU makes it real-time-ish."""
+        if settings.sadtalker_auto_min_gpu_gb <= 0:
+            return True
+        import torch
+
+        if not torch.cuda.is_available():
+            return False
+        return torch.cuda.get_device_properties(0).total_memory >= settings.sadtalker_auto_min_gpu_gb * 1024 ** 3
+
     def warm_up(self, settings: Settings) -> None:
         d = checkpoint_dir(settings)
         sizes = render_sizes(d, "crop")
