@@ -188,3 +188,24 @@ def test_sync_check_on_a_still_render_is_not_confident(tmp_path, settings, portr
     audio = decode_audio(speech_wav, max_seconds=300, min_seconds=0.2)
     assert sync_check(out, audio.analysis).confidence < 0.3
 
+
+
+def test_small_face_in_a_wide_picture_is_found(settings, tmp_path, portrait_png, short_wav):
+    """The full-range detector takes over when the face is small in the frame (short range misses it)."""
+    canvas = Image.new("RGB", (1024, 640), (90, 120, 160))
+    canvas.paste(Image.open(io.BytesIO(portrait_png)).convert("RGB").resize((600, 600)), (300, 20))
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    result, _ = _render(settings, tmp_path, buf.getvalue(), short_wav, "wide")
+    assert result["engine"] == "parametric" and (result["width"], result["height"]) == (512, 320)
+
+
+def test_grey_portrait_gets_a_grey_mouth(portrait_png):
+    from avatar_engine.engines.parametric.engine import locate_face
+    from avatar_engine.engines.parametric.paint import mouth_style
+
+    grey = np.asarray(Image.open(io.BytesIO(portrait_png)).convert("L").convert("RGB"))
+    points, _ = locate_face(grey)
+    style = mouth_style(grey, points)
+    for color in (style.cavity_deep, style.cavity_near, style.tongue, style.teeth):
+        assert np.ptp(color) < 1.0

@@ -18,7 +18,21 @@ import numpy as np
 
 from ..errors import AvatarError
 
-_DETECTOR_SIZE = 128
+@dataclass(frozen=True)
+class _DetectorSpec:
+    """One of MediaPipe's two face detectors: short range (selfies, faces filling the frame) and
+    full range (faces down to a few percent of the picture), tried in that order."""
+
+    file: str
+    size: int
+    strides: tuple[int, ...]
+    anchors_per_layer: int
+
+
+_DETECTORS = (
+    _DetectorSpec("face_detection_short_range.tflite", 128, (8, 16, 16, 16), 2),
+    _DetectorSpec("face_detection_full_range.tflite", 192, (4,), 1),
+)
 _MESH_SIZE = 192
 _EYE_SIZE = 64
 _EYE_ROI_SCALE = 2.3  # MediaPipe's eye crop: 2.3x the corner-to-corner distance
@@ -50,8 +64,9 @@ def _model_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
-def _anchors(size: int, strides: list[int]) -> np.ndarray:
-    """SSD anchor centres of MediaPipe's short-range detector (fixed size, 2 per cell per layer)."""
+def _anchors(size: int, strides: list[int], per_layer: int) -> np.ndarray:
+    """SSD anchor centres of MediaPipe's face detectors (fixed size; `per_layer` anchors per cell
+    for each layer sharing a stride: 2 for the short-range model, 1 for the full-range one)."""
     out = []
     layer = 0
     while layer < len(strides):
@@ -59,7 +74,7 @@ def _anchors(size: int, strides: list[int]) -> np.ndarray:
         last = layer
         while last < len(strides) and strides[last] == strides[layer]:
             last += 1
-            repeats += 2
+            repeats += per_layer
         cells = size // strides[layer]
         for y in range(cells):
             for x in range(cells):
@@ -87,32 +102,42 @@ class FaceMesh:
         d = model_dir or _model_dir()
         read = lambda name: cv2.dnn.readNetFromTFLite(str(d / name), engine=cv2.dnn.ENGINE_CLASSIC)  # noqa: E731
         try:
-            self._detector = read("face_detection_short_range.tflite")
+            self._detectors = [(spec, read(spec.file), _anchors(spec.size, list(spec.strides), spec.anchors_per_layer))
+                               for spec in _DETECTORS]
             self._mesh = read("face_landmark.tflite")
             self._iris = read("iris_landmark.tflite")
         except cv2.error as exc:
             raise AvatarError("engine_unavailable", f"cannot load the MediaPipe face models from {d}: {exc}") from None
         self._mesh_outputs = self._mesh.getUnconnectedOutLayersNames()
         self._iris_outputs = self._iris.getUnconnectedOutLayersNames()
-        self._anchors = _anchors(_DETECTOR_SIZE, [8, 16, 16, 16])
         self._lock = threading.Lock()
 
     # -- detection ------------------------------------------------------------------------
     def detect(self, rgb: np.ndarray) -> list[FaceDetection]:
-        """All faces, largest first. The image is letterboxed to a square so aspect is kept."""
+        """All faces, largest first: the short-range detector, then the full-range one if it saw none.
+        The image is letterboxed to a square so aspect is kept."""
+        for spec, net, anchors in self._detectors:
+            faces = self._detect_with(rgb, spec, net, anchors)
+            if faces:
+                return faces
+        return []
+
+    def _detect_with(self, rgb: np.ndarray, spec: _DetectorSpec, net, anchors: np.ndarray) -> list[FaceDetection]:
         h, w = rgb.shape[:2]
         side = max(h, w)
         pad_x, pad_y = (side - w) // 2, (side - h) // 2
         square = cv2.copyMakeBorder(rgb, pad_y, side - h - pad_y, pad_x, side - w - pad_x, cv2.BORDER_CONSTANT)
-        small = cv2.resize(square, (_DETECTOR_SIZE, _DETECTOR_SIZE), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(square, (spec.size, spec.size), interpolation=cv2.INTER_AREA)
         blob = (small.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)[None]  # NCHW for OpenCV dnn
         with self._lock:
-            self._detector.setInput(blob)
-            raw_scores, raw_boxes = self._detector.forward(["classificators", "regressors"])
+            net.setInput(blob)
+            outs = net.forward(net.getUnconnectedOutLayersNames())
+        raw_scores = next(o for o in outs if o.shape[-1] == 1)
+        raw_boxes = next(o for o in outs if o.shape[-1] == 16)
         scores = _sigmoid(raw_scores.reshape(-1))
-        raw = raw_boxes.reshape(-1, 8, 2) / _DETECTOR_SIZE
-        raw[:, 0] += self._anchors
-        raw[:, 2:] += self._anchors[:, None, :]
+        raw = raw_boxes.reshape(-1, 8, 2) / spec.size
+        raw[:, 0] += anchors
+        raw[:, 2:] += anchors[:, None, :]
         keep = np.flatnonzero(scores > _MIN_SCORE)
         if keep.size == 0:
             return []

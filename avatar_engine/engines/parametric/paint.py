@@ -28,6 +28,9 @@ class MouthStyle:
     upper_lip: np.ndarray
     lower_lip: np.ndarray
     teeth: np.ndarray
+    cavity_deep: np.ndarray
+    cavity_near: np.ndarray
+    tongue: np.ndarray
 
     @property
     def seam(self) -> np.ndarray:
@@ -59,7 +62,15 @@ def mouth_style(image: np.ndarray, landmarks: np.ndarray) -> MouthStyle:
         candidate = np.median(bright, 0)
         if candidate.mean() > 150 and np.ptp(candidate) < 60:  # light and greyish: visible teeth
             teeth = 0.5 * candidate + 0.5 * _DEFAULT_TEETH
-    return MouthStyle(upper_lip=up, lower_lip=lo, teeth=teeth)
+    # a black-and-white (or tinted) portrait gets a mouth with as little colour as its lips have
+    chroma = float(np.clip(np.ptp(np.concatenate([up, lo]).reshape(2, 3), axis=1).mean() / 60.0, 0.0, 1.0))
+
+    def tone(color: np.ndarray) -> np.ndarray:
+        grey = np.full(3, color.mean(), np.float32)
+        return (grey + (color - grey) * chroma).astype(np.float32)
+
+    return MouthStyle(upper_lip=up, lower_lip=lo, teeth=tone(teeth), cavity_deep=tone(_CAVITY_DEEP),
+                      cavity_near=tone(_CAVITY_NEAR), tongue=tone(_TONGUE))
 
 
 def paint_mouth(frame: np.ndarray, landmarks: np.ndarray, face_h: float, style: MouthStyle) -> None:
@@ -88,7 +99,7 @@ def paint_mouth(frame: np.ndarray, landmarks: np.ndarray, face_h: float, style: 
     ys = np.arange(box[0], dtype=np.float32)[:, None]
     mid_y = float((up[:, 1].mean() + lo[:, 1].mean()) / 2)
     depth = np.clip(1.0 - np.abs(ys - mid_y) / max(gap / 2, 1.0), 0, 1)[..., None]
-    color = _CAVITY_NEAR + (_CAVITY_DEEP - _CAVITY_NEAR) * depth
+    color = style.cavity_near + (style.cavity_deep - style.cavity_near) * depth
     color = np.broadcast_to(color, box + (3,)).copy()
 
     # tongue, low in a wide-open mouth
@@ -99,7 +110,7 @@ def paint_mouth(frame: np.ndarray, landmarks: np.ndarray, face_h: float, style: 
         cv2.ellipse(tongue, (tuple(np.round(center * (1 << _SHIFT)).astype(int))),
                     (axes[0] << _SHIFT, axes[1] << _SHIFT), 0, 180, 360, 255, -1, cv2.LINE_AA, _SHIFT)
         t = cv2.GaussianBlur(tongue, (0, 0), 1.0).astype(np.float32)[..., None] / 255.0 * 0.7
-        color = color * (1 - t) + _TONGUE * t
+        color = color * (1 - t) + style.tongue * t
 
     # upper teeth: a band hanging from the upper lip, shorter at the corners, shaded at the sides
     teeth_h = min(0.032 * face_h, 0.5 * gap)
