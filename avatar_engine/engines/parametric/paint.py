@@ -122,18 +122,19 @@ def paint_mouth(frame: np.ndarray, landmarks: np.ndarray, face_h: float, style: 
         xs = np.arange(box[1], dtype=np.float32)[None, :]
         cx = float(up[:, 0].mean())
         half = max(float(np.ptp(up[:, 0])) / 2, 1.0)
-        shade = np.clip(1.0 - 0.5 * ((xs - cx) / half) ** 4, 0.45, 1.0)[..., None]
-        top = float(up[:, 1].min())
-        fade = np.clip(1.0 - 0.35 * (ys - top) / max(teeth_h + float(np.ptp(up[:, 1])), 1.0), 0.8, 1.0)[..., None]
+        # bright in front, shadowed towards the corners where the teeth turn away
+        shade = np.clip(1.08 - 0.55 * np.abs((xs - cx) / half) ** 3, 0.5, 1.0)[..., None]
         ta = teeth.astype(np.float32)[..., None] / 255.0
-        color = color * (1 - ta) + (style.teeth * shade * fade) * ta
+        color = color * (1 - ta) + np.minimum(style.teeth * shade, 255.0) * ta
 
     region = frame[y0:y1, x0:x1].astype(np.float32)
     # lip margins: a thin band of each lip's own colour along the inner contour hides whatever
     # the portrait showed between the lips (teeth of a smile) once the lips move
-    for contour_pts, lip_color in ((up, style.upper_lip), (lo, style.lower_lip)):
+    # (the upper band reaches a little higher: the mesh's inner-lip line runs just below the gum line)
+    lift = np.array([0.0, 0.8 * line_w])
+    for contours, lip_color in (((up, up - lift), style.upper_lip), ((lo,), style.lower_lip)):
         band = np.zeros(box, np.uint8)
-        cv2.polylines(band, [_poly(contour_pts)], False, 255, line_w + 2, cv2.LINE_AA, _SHIFT)
+        cv2.polylines(band, [_poly(c) for c in contours], False, 255, line_w + 2, cv2.LINE_AA, _SHIFT)
         b = band.astype(np.float32)[..., None] / 255.0 * 0.9
         region = region * (1 - b) + lip_color * b
     a = alpha[..., None]
