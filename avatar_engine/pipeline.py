@@ -95,7 +95,8 @@ def suspect_process_state(message: str) -> bool:
     return "CUDA error" in message or "CUBLAS_STATUS" in message or "cuDNN error" in message
 
 
-_FATAL_INPUT_CODES = ("no_face", "invalid_input", "unsupported_media", "input_too_large")
+# failures of the input or of the clock, not of the engine: another engine would fail the same way
+_NO_FALLBACK_CODES = ("no_face", "invalid_input", "unsupported_media", "input_too_large", "timeout")
 _TIMING_KEYS = ("fetch", "decode", "prepare", "render", "encode", "qa", "deliver", "total")
 
 
@@ -127,7 +128,7 @@ def _render_with_fallback(chain, job: RenderJob, mp4: Path, mode: str, encoder: 
                 still = engine_registry.ENGINES["still"]
                 frames = _encode(still.prepare(job), job, mp4, mode, encoder, timer, progress)
                 return _Rendered(still, frames, {"no_face": True}, failures, suspect)
-            if exc.code in _FATAL_INPUT_CODES or exc.code == "timeout" or engine is chain[-1]:
+            if exc.code in _NO_FALLBACK_CODES or engine is chain[-1]:
                 raise
             failures.append({"engine": engine.name, "code": exc.code, "message": exc.message})
         except Exception as exc:  # a broken engine must not sink the job while a fallback exists
