@@ -14,7 +14,7 @@ from . import engines as engine_registry
 from .audio_io import decode_audio
 from .delivery import deliver_base64, deliver_path, deliver_url, get_store, render_key, resolve_delivery
 from .engines import PreparedRender, RenderJob
-from .enhance import enhance_frames, load_restorer_model
+from .enhance import enhance_frames, gfpgan_checkpoint, load_restorer_model
 from .errors import AvatarError
 from .fetch import load_input
 from .image_io import decode_image, fit_image
@@ -54,6 +54,13 @@ class _Timer:
 
 def _quality_mode(request: RenderRequest) -> str:
     return "high_quality" if request.quality_mode == "high_quality" else "real_time"
+
+
+def _wants_enhance(request: RenderRequest, mode: str, settings: Settings) -> bool:
+    """`enhance` as asked; unasked, high-quality mode restores faces whenever GFPGAN is mounted."""
+    if "enhance" in request.model_fields_set:
+        return request.enhance
+    return mode == "high_quality" and gfpgan_checkpoint(settings) is not None
 
 
 def _encode(prepared: PreparedRender, job: RenderJob, out: Path, mode: str, encoder: str,
@@ -196,7 +203,7 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
 
     encoder = pick_encoder(settings.video_encoder)
     restorer = None
-    if request.enhance:
+    if _wants_enhance(request, mode, settings):
         with timer.stage("prepare"):
             restorer = load_restorer_model(settings)  # before rendering: a missing checkpoint fails fast
     with tempfile.TemporaryDirectory(prefix="avatar-job-", dir=settings.work_dir) as tmp:

@@ -67,3 +67,15 @@ def test_truncated_gfpgan_checkpoint(settings, tmp_path, portrait_png):
     with pytest.raises(AvatarError) as err:
         load_restorer_model(settings.model_copy(update={"model_root": tmp_path}))
     assert err.value.code == "engine_unavailable" and "GFPGANv1.4.pth" in err.value.message
+
+
+@pytest.mark.slow
+def test_high_quality_mode_enhances_when_gfpgan_is_mounted(settings, gfpgan_root, portrait_png):
+    mounted = settings.model_copy(update={"model_root": gfpgan_root})
+    result = run_job(_job(portrait_png, seconds=0.25, engine="still", quality_mode="high_quality"), settings=mounted)
+    assert result.get("enhanced") is True, result
+    plain = run_job(_job(portrait_png, seconds=0.25, engine="still", quality_mode="high_quality", enhance=False),
+                    settings=mounted)
+    assert "enhanced" not in plain
+    unmounted = run_job(_job(portrait_png, seconds=0.25, engine="still", quality_mode="high_quality"), settings=settings)
+    assert "error" not in unmounted and "enhanced" not in unmounted
