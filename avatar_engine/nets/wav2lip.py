@@ -80,6 +80,19 @@ def _up(cin: int, cout: int, n_res: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def mel_encoder() -> nn.Sequential:
+    """(N, 1, 80 mel, 16 t) -> (N, 512, 1, 1). A flat Sequential because checkpoints index it 0..12;
+    SadTalker's audio encoders are this same network (their keys match)."""
+    return nn.Sequential(
+        *_down(1, 32, 2, stride=1),
+        *_down(32, 64, 2, stride=(3, 1)),
+        *_down(64, 128, 2, stride=3),
+        *_down(128, 256, 1, stride=(3, 2)),
+        ConvBNReLU(256, 512, 3, 1, 0),
+        ConvBNReLU(512, 512, 1, 1, 0),
+    )
+
+
 class Wav2Lip(nn.Module):
     """The 96x96 Wav2Lip generator (36.3 M parameters)."""
 
@@ -97,15 +110,7 @@ class Wav2Lip(nn.Module):
                 nn.Sequential(ConvBNReLU(512, 512, 3, 1, 0), ConvBNReLU(512, 512, 1, 1, 0)),
             ]
         )
-        # (1, 80 mel, 16 t) -> (512, 1, 1); flat Sequential because the checkpoint indexes it 0..12.
-        self.audio_encoder = nn.Sequential(
-            *_down(1, 32, 2, stride=1),
-            *_down(32, 64, 2, stride=(3, 1)),
-            *_down(64, 128, 2, stride=3),
-            *_down(128, 256, 1, stride=(3, 2)),
-            ConvBNReLU(256, 512, 3, 1, 0),
-            ConvBNReLU(512, 512, 1, 1, 0),
-        )
+        self.audio_encoder = mel_encoder()
         # Input channels count the previous stage's output plus the concatenated skip.
         self.face_decoder_blocks = nn.ModuleList(
             [

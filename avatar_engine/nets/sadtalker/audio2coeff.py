@@ -12,40 +12,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-
-class ConvBlock(nn.Module):
-    """Conv2d + BatchNorm (+ identity residual) + ReLU; keys `conv_block.0` / `conv_block.1`."""
-
-    def __init__(self, cin: int, cout: int, kernel_size, stride, padding, residual: bool = False):
-        super().__init__()
-        self.conv_block = nn.Sequential(nn.Conv2d(cin, cout, kernel_size, stride, padding), nn.BatchNorm2d(cout))
-        self.residual = residual
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv_block(x)
-        if self.residual:
-            out = out + x
-        return torch.relu(out)
-
-
-def audio_conv_stack() -> nn.Sequential:
-    """The Wav2Lip-style mel encoder: (N, 1, 80, 16) -> (N, 512, 1, 1)."""
-    spec = [  # cin, cout, kernel, stride, padding, residual
-        (1, 32, 3, 1, 1, False),
-        (32, 32, 3, 1, 1, True),
-        (32, 32, 3, 1, 1, True),
-        (32, 64, 3, (3, 1), 1, False),
-        (64, 64, 3, 1, 1, True),
-        (64, 64, 3, 1, 1, True),
-        (64, 128, 3, 3, 1, False),
-        (128, 128, 3, 1, 1, True),
-        (128, 128, 3, 1, 1, True),
-        (128, 256, 3, (3, 2), 1, False),
-        (256, 256, 3, 1, 1, True),
-        (256, 512, 3, 1, 0, False),
-        (512, 512, 1, 1, 0, False),
-    ]
-    return nn.Sequential(*(ConvBlock(*s) for s in spec))
+from ..wav2lip import mel_encoder
 
 
 class SimpleWrapperV2(nn.Module):
@@ -53,7 +20,7 @@ class SimpleWrapperV2(nn.Module):
 
     def __init__(self, exp_dim: int = 64):
         super().__init__()
-        self.audio_encoder = audio_conv_stack()
+        self.audio_encoder = mel_encoder()
         self.mapping1 = nn.Linear(512 + exp_dim + 1, exp_dim)
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
@@ -72,7 +39,7 @@ class AudioEncoder(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.audio_encoder = audio_conv_stack()
+        self.audio_encoder = mel_encoder()
 
     def forward(self, mels: torch.Tensor) -> torch.Tensor:
         b, t = mels.shape[:2]
