@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import AvatarError
 
+
 @dataclass(frozen=True)
 class _DetectorSpec:
     """One of MediaPipe's two face detectors: short range (selfies, faces filling the frame) and

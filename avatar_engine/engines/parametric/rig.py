@@ -58,16 +58,18 @@ class FaceRig:
         ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         self._grid = np.dstack([xs, ys])
         self._local_grid = self._grid - np.array([x0, y0], dtype=np.float32)
-        ex = (xs - center[0]) / (0.62 * self.face_h)
-        ey = (ys - center[1]) / (0.75 * self.face_h)
-        r = np.sqrt(ex ** 2 + ey ** 2)
-        w = (1.0 - _smoothstep((r - 1.0) / 0.5)).astype(np.float32)
+        w = self._head_weight(xs - np.float32(center[0]), ys - np.float32(center[1])).astype(np.float32)
         self._head_w = w
         self._head_wx = w * (xs - np.float32(center[0]))
         self._head_wy = w * (ys - np.float32(center[1]))
 
         self.landmark_disp = self._landmark_displacements()
         self._fields = self._dense_fields()
+
+    def _head_weight(self, dx, dy):
+        """1 on the head (an ellipse around `head_center`), fading to 0 by 1.5x its radius."""
+        r = np.sqrt((dx / (0.62 * self.face_h)) ** 2 + (dy / (0.75 * self.face_h)) ** 2)
+        return 1.0 - _smoothstep((r - 1.0) / 0.5)
 
     @staticmethod
     def _clip_box(x0, y0, x1, y1, w, h):
@@ -210,9 +212,7 @@ class FaceRig:
                 pts += c * self.landmark_disp[name]
         m, t = self._head_affine(*head)
         rel = pts - self.head_center
-        ex = rel[:, 0] / (0.62 * self.face_h)
-        ey = rel[:, 1] / (0.75 * self.face_h)
-        w = 1.0 - _smoothstep((np.sqrt(ex ** 2 + ey ** 2) - 1.0) / 0.5)
+        w = self._head_weight(rel[:, 0], rel[:, 1])
         return pts + w[:, None] * (rel @ m.T + t)
 
     def forward_field(self, coeffs: dict[str, float], head=(0.0, 0.0, 0.0, 0.0)) -> np.ndarray:
