@@ -28,16 +28,20 @@ def get_store(settings: Settings):
         return _stores[id(settings)][1]
 
 
-def render_key(image: np.ndarray, audio_samples: np.ndarray, audio_rate: int, options_digest: str,
-               engine: str, engine_version: str) -> str:
-    """Content address of a render: same decoded inputs + options + engine -> same object name."""
+def inputs_digest(image: np.ndarray, audio_samples: np.ndarray, audio_rate: int, options_digest: str) -> str:
+    """Hash of the decoded inputs and the options that change the output (computed once per job)."""
     h = hashlib.sha256()
-    for part in (str(image.shape), str(audio_samples.shape), str(audio_rate), options_digest, engine, engine_version):
+    for part in (str(image.shape), str(audio_samples.shape), str(audio_rate), options_digest):
         h.update(part.encode())
         h.update(b"\0")
     h.update(np.ascontiguousarray(image).tobytes())
     h.update(np.ascontiguousarray(audio_samples).tobytes())
-    return f"{h.hexdigest()}.mp4"
+    return h.hexdigest()
+
+
+def render_key(inputs: str, engine: str, engine_version: str) -> str:
+    """Content address of a render: same inputs digest + engine -> same object name."""
+    return hashlib.sha256(f"{inputs}\0{engine}\0{engine_version}".encode()).hexdigest() + ".mp4"
 
 
 def deliver_url(store, mp4: Path | None, key: str, metadata: dict[str, str]) -> dict:

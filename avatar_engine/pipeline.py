@@ -12,7 +12,15 @@ from typing import Callable
 
 from . import engines as engine_registry
 from .audio_io import decode_audio
-from .delivery import deliver_base64, deliver_path, deliver_url, get_store, render_key, resolve_delivery
+from .delivery import (
+    deliver_base64,
+    deliver_path,
+    deliver_url,
+    get_store,
+    inputs_digest,
+    render_key,
+    resolve_delivery,
+)
 from .engines import PreparedRender, RenderJob
 from .enhance import enhance_frames, gfpgan_checkpoint, load_restorer_model
 from .errors import AvatarError
@@ -191,8 +199,10 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
     summary = {"quality_mode": mode, "width": w, "height": h, "fps": request.fps, "frames": job.n_frames,
                "duration_s": round(audio.duration_s, 3)}
 
+    inputs = inputs_digest(image, audio.samples, audio.rate, request.options_digest()) if delivery == "url" else ""
+
     def key_for(engine) -> str:
-        return render_key(image, audio.samples, audio.rate, request.options_digest(), engine.name, engine.version)
+        return render_key(inputs, engine.name, engine.version)
 
     if delivery == "url" and request.cache:
         with timer.stage("deliver"):
