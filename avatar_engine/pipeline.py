@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import engines as engine_registry
-from .audio_io import decode_audio
+from .audio.frames import frame_count
+from .audio.io import decode_audio
 from .delivery import (
     deliver_base64,
     deliver_path,
@@ -22,14 +23,14 @@ from .delivery import (
     resolve_delivery,
 )
 from .engines import PreparedRender, RenderJob
-from .enhance import enhance_frames, gfpgan_checkpoint, load_restorer_model
 from .errors import AvatarError
 from .fetch import load_input
 from .image_io import decode_image, fit_image
+from .restore.stage import enhance_frames, gfpgan_checkpoint, load_restorer_model
 from .schema import RenderRequest
 from .settings import Settings, get_settings
 from .streaming import prefetch
-from .video_encode import Mp4Writer, frame_count, pick_encoder
+from .video_encode import Mp4Writer, pick_encoder
 
 log = logging.getLogger(__name__)
 

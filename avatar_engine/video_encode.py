@@ -7,7 +7,6 @@ else libx264 (CPUs, and H100/A100 which have no NVENC).
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -16,7 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .audio_io import AudioClip
+from .audio.io import AudioClip
 from .errors import AvatarError
 
 log = logging.getLogger(__name__)
@@ -71,11 +70,6 @@ def pick_encoder(preference: str = "auto") -> str:
 def _reason(exc: OSError | av.FFmpegError) -> str:
     """What went wrong, without the job's temp path (callers must not learn worker paths)."""
     return getattr(exc, "strerror", None) or type(exc).__name__
-
-
-def frame_count(duration_s: float, fps: int) -> int:
-    """Frames covering the whole audio: the video never ends before the speech does."""
-    return max(1, math.ceil(duration_s * fps - 1e-6))
 
 
 class Mp4Writer:

@@ -15,7 +15,7 @@ from typing import Any
 from .errors import AvatarError
 from .pipeline import render, suspect_process_state
 from .schema import parse_request
-from .settings import Settings
+from .settings import Settings, get_settings
 
 log = logging.getLogger("avatar_engine")
 
@@ -69,7 +69,7 @@ def warm_up() -> None:
     settings = get_settings()
     get_face_mesh()
     pick_encoder(settings.video_encoder)
-    from .enhance import gfpgan_checkpoint, load_restorer_model
+    from .restore.stage import gfpgan_checkpoint, load_restorer_model
 
     if gfpgan_checkpoint(settings):
         try:
@@ -93,7 +93,12 @@ def warm_up() -> None:
 def run_job(job: dict, *, settings: Settings | None = None) -> dict:
     """Handle one Runpod job dict (`{"id", "input"}`) and return its output or error."""
     try:
-        request = parse_request(job.get("input") if isinstance(job, dict) else None)
+        payload = job.get("input") if isinstance(job, dict) else None
+        if isinstance(payload, dict) and "action" in payload:
+            from .actions import run_action
+
+            return run_action(payload, settings or get_settings())
+        request = parse_request(payload)
         return render(request, settings=settings, progress=_progress_reporter(job if isinstance(job, dict) else {}))
     except AvatarError as exc:
         log.info("job %s failed: %s: %s", job.get("id", "-") if isinstance(job, dict) else "-", exc.code, exc.message)

@@ -119,7 +119,7 @@ def _per_item_ms(call, items: int, reps: int, bf16: bool) -> float:
     """Mean ms per item of `call()` (one warm-up call first) in fp32 or, where native, bf16."""
     import torch
 
-    from avatar_engine.nets.precision import inference_autocast
+    from avatar_engine.netkit import inference_autocast
 
     with torch.inference_mode(), inference_autocast("cpu", cpu_bf16=bf16):
         call()
@@ -130,7 +130,7 @@ def _per_item_ms(call, items: int, reps: int, bf16: bool) -> float:
 
 
 def _precisions() -> tuple[bool, ...]:
-    from avatar_engine.nets.precision import cpu_bf16_supported
+    from avatar_engine.netkit import cpu_bf16_supported
 
     return (False, True) if cpu_bf16_supported() else (False,)
 
@@ -143,8 +143,8 @@ def _gpu_line(flops_per_item: float, unit: str) -> str:
 def section_wav2lip(quick: bool) -> None:
     import torch
 
-    from avatar_engine.nets.detweights import fill_module
-    from avatar_engine.nets.wav2lip import Wav2Lip
+    from avatar_engine.engines.wav2lip.nets import Wav2Lip
+    from avatar_engine.netkit import fill_module
 
     print("== Wav2Lip lip stage, deterministic weights ==")
     torch.set_num_threads(os.cpu_count() or 2)
@@ -162,8 +162,8 @@ def section_wav2lip(quick: bool) -> None:
 def section_gfpgan(quick: bool) -> None:
     import torch
 
-    from avatar_engine.nets.detweights import fill_module
-    from avatar_engine.nets.gfpgan import gfpgan_v14
+    from avatar_engine.netkit import fill_module
+    from avatar_engine.restore.nets import gfpgan_v14
 
     print("== GFPGAN v1.4 face restoration, deterministic weights ==")
     model = fill_module(gfpgan_v14())
@@ -177,10 +177,10 @@ def section_gfpgan(quick: bool) -> None:
 def section_sadtalker(quick: bool) -> None:
     import torch
 
-    from avatar_engine.nets.detweights import fill_module
-    from avatar_engine.nets.sadtalker.checkpoints import _build
-    from avatar_engine.sadtalker_glue import keypoint_transformation
-    from avatar_engine.sadtalker_pipeline import driving_coeffs, mapping_windows
+    from avatar_engine.engines.sadtalker.checkpoints import _build
+    from avatar_engine.engines.sadtalker.framing import driving_coeffs, mapping_windows
+    from avatar_engine.engines.sadtalker.glue import keypoint_transformation
+    from avatar_engine.netkit import fill_module
 
     print("== SadTalker 256, deterministic weights, CPU ms per frame by stage ==")
     nets = {name: fill_module(_build(name, "crop")) for name in ("audio2exp", "audio2pose", "kp_extractor",

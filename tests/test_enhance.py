@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from avatar_engine.enhance import enhance_frames, gfpgan_checkpoint, load_restorer_model
 from avatar_engine.errors import AvatarError
-from avatar_engine.nets.detweights import det_state_dict
-from avatar_engine.nets.gfpgan import gfpgan_v14
+from avatar_engine.netkit import det_state_dict
+from avatar_engine.restore.nets import gfpgan_v14
+from avatar_engine.restore.stage import enhance_frames, gfpgan_checkpoint, load_restorer_model
 from avatar_engine.worker import parse_error, run_job
 from tests.support.media import probe_mp4, tone, wav_bytes
 

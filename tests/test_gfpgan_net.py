@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from avatar_engine.errors import AvatarError
-from avatar_engine.nets.detweights import fill_module
-from avatar_engine.nets.gfpgan import GFPGANv1Clean, gfpgan_v14, load_gfpgan
+from avatar_engine.netkit import fill_module
+from avatar_engine.restore.nets import GFPGANv1Clean, gfpgan_v14, load_gfpgan
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gfpgan"
 RGB_SIZES = (8, 16, 32, 64, 128, 256, 512)

@@ -11,15 +11,16 @@ import pytest
 import torch
 from torch import nn
 
-from avatar_engine.lipsync_wav2lip import (
+from avatar_engine.audio.frames import frame_count_for_samples
+from avatar_engine.audio.mel import melspectrogram
+from avatar_engine.engines.wav2lip.lips import (
     UPSTREAM_PADS,
     Wav2LipLipSync,
     face_box_from_landmarks,
     lower_face_mask,
-    video_frame_count,
 )
-from avatar_engine.nets.detweights import fill_module
-from avatar_engine.nets.wav2lip import Wav2Lip, melspectrogram
+from avatar_engine.engines.wav2lip.nets import Wav2Lip
+from avatar_engine.netkit import fill_module
 from tests.support.media import ASSETS
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "wav2lip"
@@ -72,7 +73,7 @@ def test_network_inputs_equal_upstream_recipe_on_golden_image_and_audio():
     box = tuple(int(v) for v in golden["face_box_y1y2x1x2"])
     outputs = list(stage.run(itertools.repeat(frame_rgb), box, wav, fps=25.0))
 
-    assert len(outputs) == video_frame_count(wav.size, 25.0) == 149
+    assert len(outputs) == frame_count_for_samples(wav.size, 25.0, 16000) == 149
     audio = np.concatenate([a for a, _ in recorder.calls])
     faces = np.concatenate([f for _, f in recorder.calls])
     chunk_indices = golden["chunk_indices"]
@@ -117,7 +118,7 @@ def test_streams_a_generator_one_batch_at_a_time():
     first = next(stream)
     assert len(pulled) == 4 and first.shape == (120, 100, 3)
     rest = list(stream)
-    assert len(rest) + 1 == video_frame_count(int(0.4 * 16000), 25.0) == 10
+    assert len(rest) + 1 == frame_count_for_samples(int(0.4 * 16000), 25.0, 16000) == 10
     assert len(pulled) == 10
 
 

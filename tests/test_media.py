@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from avatar_engine.audio_io import ANALYSIS_RATE, AudioClip, decode_audio
+from avatar_engine.audio.frames import frame_count
+from avatar_engine.audio.io import ANALYSIS_RATE, AudioClip, decode_audio
 from avatar_engine.errors import AvatarError
 from avatar_engine.image_io import decode_image, fit_image, output_size
-from avatar_engine.video_encode import Mp4Writer, frame_count, pick_encoder
+from avatar_engine.video_encode import Mp4Writer, pick_encoder
 from tests.support.media import encode_audio, probe_mp4, tone, wav_bytes
 
 MAXPX = 40_000_000

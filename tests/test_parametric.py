@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from avatar_engine.audio_io import decode_audio
+from avatar_engine.audio.io import decode_audio
 from avatar_engine.engines import ENGINES, candidates
 from avatar_engine.engines.base import RenderJob
 from avatar_engine.errors import AvatarError

@@ -11,11 +11,11 @@ import pytest
 import torch
 from scipy.io import wavfile
 
-from avatar_engine import sadtalker_glue as G
+from avatar_engine.engines.sadtalker import glue as G
+from avatar_engine.engines.sadtalker.nets.audio2coeff import Audio2Pose, SimpleWrapperV2
+from avatar_engine.engines.sadtalker.nets.mapping import MappingNet
 from avatar_engine.errors import AvatarError
-from avatar_engine.nets.detweights import fill_module
-from avatar_engine.nets.sadtalker.audio2coeff import Audio2Pose, SimpleWrapperV2
-from avatar_engine.nets.sadtalker.mapping import MappingNet
+from avatar_engine.netkit import fill_module
 from tests.support.media import ASSETS
 
 FIX = Path(__file__).parent / "fixtures" / "sadtalker"

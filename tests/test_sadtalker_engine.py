@@ -16,15 +16,12 @@ import torch
 from safetensors.torch import save_file
 
 from avatar_engine import engines as registry
-from avatar_engine.audio_io import decode_audio
-from avatar_engine.engines import sadtalker as st
+from avatar_engine.audio.frames import frame_count
+from avatar_engine.audio.io import decode_audio
 from avatar_engine.engines.base import RenderJob
-from avatar_engine.errors import AvatarError
-from avatar_engine.image_io import decode_image, fit_image
-from avatar_engine.nets.detweights import det_state_dict, fill_module
-from avatar_engine.nets.sadtalker import checkpoints as ck
-from avatar_engine.sadtalker_glue import transform_semantic_target
-from avatar_engine.sadtalker_pipeline import (
+from avatar_engine.engines.sadtalker import checkpoints as ck
+from avatar_engine.engines.sadtalker import engine as st
+from avatar_engine.engines.sadtalker.framing import (
     CropBox,
     FacePaster,
     coeff_frames_for,
@@ -36,8 +33,11 @@ from avatar_engine.sadtalker_pipeline import (
     pad_audio,
     resample_coeffs,
 )
+from avatar_engine.engines.sadtalker.glue import transform_semantic_target
+from avatar_engine.errors import AvatarError
+from avatar_engine.image_io import decode_image, fit_image
+from avatar_engine.netkit import det_state_dict, fill_module
 from avatar_engine.schema import parse_request
-from avatar_engine.video_encode import frame_count
 from avatar_engine.worker import parse_error, run_job
 from tests.support.media import asset_bytes, probe_mp4, wav_bytes
 

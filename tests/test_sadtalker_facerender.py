@@ -11,14 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from avatar_engine.nets.detweights import fill_module
-from avatar_engine.nets.sadtalker.facerender import (
+from avatar_engine.engines.sadtalker.nets.facerender import (
     SpectralNormConv2d,
     generator_256,
     he_estimator_256,
     kp_detector_256,
     render_frames,
 )
+from avatar_engine.netkit import fill_module
 
 FIX = Path(__file__).parent / "fixtures" / "sadtalker"
 

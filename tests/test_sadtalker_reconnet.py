@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from avatar_engine import sadtalker_preprocess as sp
-from avatar_engine.nets.detweights import fill_module
-from avatar_engine.nets.sadtalker.reconnet import ReconNetWrapper
+from avatar_engine.engines.sadtalker import preprocess as sp
+from avatar_engine.engines.sadtalker.nets.reconnet import ReconNetWrapper
+from avatar_engine.netkit import fill_module
 from tests.support.media import ASSETS
 
 FIX = Path(__file__).parent / "fixtures" / "sadtalker"

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from avatar_engine.audio_io import decode_audio
+from avatar_engine.audio.io import decode_audio
 from avatar_engine.engines import ENGINES, candidates, list_engines
 from avatar_engine.engines.base import RenderJob
-from avatar_engine.engines.wav2lip import _MODELS, motion_boxes
+from avatar_engine.engines.wav2lip.engine import _MODELS, motion_boxes
+from avatar_engine.engines.wav2lip.lips import UPSTREAM_PADS, face_box_from_landmarks
+from avatar_engine.engines.wav2lip.nets import Wav2Lip
 from avatar_engine.errors import AvatarError
 from avatar_engine.image_io import decode_image, fit_image
-from avatar_engine.lipsync_wav2lip import UPSTREAM_PADS, face_box_from_landmarks
-from avatar_engine.nets.detweights import det_state_dict
-from avatar_engine.nets.wav2lip import Wav2Lip
+from avatar_engine.netkit import det_state_dict
 from avatar_engine.schema import parse_request
 from avatar_engine.worker import parse_error, run_job
 from tests.support.media import probe_mp4
@@ -181,7 +181,7 @@ def test_only_the_lower_face_changes(with_model, portrait_png, short_wav, face_b
 @pytest.mark.slow
 def test_refine_lips_tracks_the_face_in_any_frames(with_model, portrait_png, short_wav):
     """SadTalker's `lip_refine`: Wav2Lip over frames it did not make, the face tracked per frame."""
-    from avatar_engine.engines.wav2lip import refine_lips
+    from avatar_engine.engines.wav2lip.engine import refine_lips
 
     job = _job(with_model, portrait_png, short_wav, 6)
     source = [np.roll(job.image, shift, axis=1) for shift in range(6)]  # a face that moves sideways
@@ -192,7 +192,7 @@ def test_refine_lips_tracks_the_face_in_any_frames(with_model, portrait_png, sho
 
 
 def test_refine_lips_without_checkpoint_is_named(settings, portrait_png, short_wav):
-    from avatar_engine.engines.wav2lip import refine_lips
+    from avatar_engine.engines.wav2lip.engine import refine_lips
 
     job = _job(settings, portrait_png, short_wav, 3)
     with pytest.raises(AvatarError) as err:

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from avatar_engine.audio.mel import melspectrogram
+from avatar_engine.engines.wav2lip.nets import Wav2Lip, load_wav2lip, mel_chunk_starts
 from avatar_engine.errors import AvatarError
-from avatar_engine.nets.detweights import det_state_dict, fill_module
-from avatar_engine.nets.wav2lip import Wav2Lip, load_wav2lip, mel_chunk_starts, melspectrogram
+from avatar_engine.netkit import det_state_dict, fill_module
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "wav2lip"
 # The README measured <= 1e-6 jitter on every tensor; 1e-4 is the hard floor, 1e-5 leaves margin.

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
-from ..audio_io import AudioClip
+from ..audio.io import AudioClip
 from ..schema import RenderRequest
 from ..settings import Settings
 

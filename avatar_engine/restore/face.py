@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import AvatarError
-from .nets.precision import inference_autocast
+from ..errors import AvatarError
+from ..netkit import inference_autocast
 
 FACE_SIZE = 512
 
@@ -93,7 +93,7 @@ class _Geometry:
 
 
 class FaceRestorer:
-    """Restore one face per frame with a GFPGAN network (`avatar_engine.nets.gfpgan.load_gfpgan`).
+    """Restore one face per frame with a GFPGAN network (`avatar_engine.restore.nets.load_gfpgan`).
 
     `weight` in [0, 1] blends restored and original face (1 = fully restored, 0 = frame untouched).
     `batch_size` faces go through the network at once; default 1 on CPU (larger batches measured

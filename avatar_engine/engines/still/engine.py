@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from itertools import repeat
 
-from .base import Engine, PreparedRender, RenderJob
+from ..base import Engine, PreparedRender, RenderJob
 
 
 class StillEngine(Engine):

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import AvatarError
-from .checkpoint import load_strict, read_checkpoint
+from ..netkit import load_strict, read_checkpoint
 
 
 def _resize(x: torch.Tensor, scale: float) -> torch.Tensor:

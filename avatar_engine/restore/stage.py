@@ -13,8 +13,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .errors import AvatarError
-from .settings import Settings
+from ..errors import AvatarError
+from ..settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def _device():
 
 def load_restorer_model(settings: Settings):
     """The GFPGAN network for these settings; `engine_unavailable` when there is no usable file."""
-    from .nets.gfpgan import load_gfpgan
+    from .nets import load_gfpgan
 
     path = gfpgan_checkpoint(settings)
     if path is None:
@@ -60,8 +60,8 @@ def load_restorer_model(settings: Settings):
 def enhance_frames(frames: Iterable[np.ndarray], model, weight: float, *, cpu_bf16: bool = False
                    ) -> Iterator[np.ndarray]:
     """Restore the face in each frame; frames where no face is tracked pass through unchanged."""
-    from .face.landmarks import FaceTracker
-    from .face_restore import FaceRestorer, five_points_from_mesh
+    from ..face.landmarks import FaceTracker
+    from .face import FaceRestorer, five_points_from_mesh
 
     restorer = FaceRestorer(model, device=_device(), weight=weight, cpu_bf16=cpu_bf16)
     tracker = FaceTracker()

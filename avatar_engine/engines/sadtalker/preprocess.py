@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .errors import AvatarError
+from ...errors import AvatarError
 
 RECON_SIZE = 224
 PIC_SIZE = 256
@@ -113,7 +113,7 @@ def coeffs_from_image(reconnet, img_rgb_u8: np.ndarray, lm5: np.ndarray | None) 
     import cv2
     import torch
 
-    from .nets.sadtalker.reconnet import COEFF_SLICES
+    from .nets.reconnet import COEFF_SLICES
 
     img = np.asarray(img_rgb_u8, dtype=np.uint8)
     h, w = img.shape[:2]

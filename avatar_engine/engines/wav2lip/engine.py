@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
-from ..errors import AvatarError
-from ..settings import Settings
-from .base import Engine, EngineStatus, PreparedRender, RenderJob
+from ...errors import AvatarError
+from ...settings import Settings
+from ..base import Engine, EngineStatus, PreparedRender, RenderJob
 
 if TYPE_CHECKING:
     import torch
 
-    from ..nets.wav2lip import Wav2Lip
-    from .parametric.engine import Motion
+    from ..parametric.engine import Motion
+    from .nets import Wav2Lip
 
 # Searched in this order under MODEL_ROOT/wav2lip: the GAN-trained weights give sharper mouths.
 CHECKPOINT_NAMES = ("wav2lip_gan.pth", "wav2lip.pth")
@@ -63,7 +63,7 @@ class _ModelCache:
             if self._key != key:
                 import torch
 
-                from ..nets.wav2lip import load_wav2lip
+                from .nets import load_wav2lip
 
                 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
                 self._key, self._model = None, None  # free the old weights before loading new ones
@@ -98,7 +98,7 @@ def motion_boxes(motion: Motion, image_hw: tuple[int, int]) -> np.ndarray:
     The lip stage wants every box up front, so they come from where the rig places the landmarks
     (microseconds per frame) instead of from rendered frames.
     """
-    from ..lipsync_wav2lip import face_box_from_landmarks
+    from .lips import face_box_from_landmarks
 
     boxes = np.empty((motion.n_frames, 4), dtype=np.int64)
     for i in range(motion.n_frames):
@@ -123,8 +123,8 @@ def refine_lips(frames: Iterable[np.ndarray], job: RenderJob) -> Iterator[np.nda
 
     The checkpoint is loaded here, before any frame, so a missing file fails the job up front.
     """
-    from ..face.landmarks import FaceTracker
-    from ..lipsync_wav2lip import Wav2LipLipSync, face_box_from_landmarks
+    from ...face.landmarks import FaceTracker
+    from .lips import Wav2LipLipSync, face_box_from_landmarks
 
     path = find_checkpoint(job.settings)
     if path is None:
@@ -151,7 +151,7 @@ class Wav2LipEngine(Engine):
     version = "1"
 
     def status(self, settings: Settings) -> EngineStatus:
-        from . import ENGINES  # the registry imports this module, so it is looked up at call time
+        from .. import ENGINES  # the registry imports this module, so it is looked up at call time
 
         base = ENGINES["parametric"].status(settings)
         if not base.available:
@@ -169,8 +169,8 @@ class Wav2LipEngine(Engine):
             _MODELS.get(path)
 
     def prepare(self, job: RenderJob) -> PreparedRender:
-        from ..lipsync_wav2lip import Wav2LipLipSync
-        from . import ENGINES
+        from .. import ENGINES
+        from .lips import Wav2LipLipSync
 
         path = find_checkpoint(job.settings)
         if path is None:

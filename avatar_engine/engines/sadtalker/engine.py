@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from ..errors import AvatarError
-from ..settings import Settings
-from .base import Engine, EngineStatus, PreparedRender, RenderJob
+from ...errors import AvatarError
+from ...settings import Settings
+from ..base import Engine, EngineStatus, PreparedRender, RenderJob
 
 if TYPE_CHECKING:
     import torch
 
-    from ..nets.sadtalker.checkpoints import SadTalkerNets
+    from .checkpoints import SadTalkerNets
 
 _GIB = 1024 ** 3
 PREPROCESS_MODES = ("crop", "full")
@@ -40,7 +40,7 @@ def checkpoint_dir(settings: Settings) -> Path:
 
 
 def _layout_files() -> dict[str, str]:
-    from ..nets.sadtalker import checkpoints as ck
+    from . import checkpoints as ck
 
     files = {f"safetensors_{s}": ck.safetensors_name(s) for s in ck.SIZES}
     files.update(mapping_crop=ck.mapping_name("crop"), mapping_full=ck.mapping_name("full"))
@@ -56,7 +56,7 @@ def found_files(ckpt_dir: Path) -> dict[str, str]:
 def render_sizes(ckpt_dir: Path, preprocess: str = "crop") -> list[int]:
     """Model sizes with a complete checkpoint set for `preprocess`. The old layout has one 256 px renderer
     (upstream would run it at 512 too, which it was not trained for), so it only offers 256."""
-    from ..nets.sadtalker import checkpoints as ck
+    from . import checkpoints as ck
 
     sizes = []
     for size in ck.SIZES:
@@ -76,7 +76,7 @@ def choose_size(sizes: list[int], quality_mode: str) -> int:
 
 
 def _missing_reason(ckpt_dir: Path, preprocess: str) -> str:
-    from ..nets.sadtalker import checkpoints as ck
+    from . import checkpoints as ck
 
     missing = []
     if not (ckpt_dir / ck.mapping_name(preprocess)).is_file():
@@ -106,7 +106,7 @@ class _NetCache:
         self._nets: dict[tuple[str, int, str], SadTalkerNets] = {}
 
     def get(self, ckpt_dir: Path, size: int, preprocess: str) -> tuple[SadTalkerNets, torch.device]:
-        from ..nets.sadtalker import checkpoints as ck
+        from . import checkpoints as ck
 
         device = _device()
         folder = str(Path(ckpt_dir).resolve())
@@ -122,7 +122,7 @@ class _NetCache:
 
     @staticmethod
     def _load(ckpt_dir: Path, size: int, preprocess: str, device) -> SadTalkerNets:
-        from ..nets.sadtalker.checkpoints import load_sadtalker_nets
+        from .checkpoints import load_sadtalker_nets
 
         nets = load_sadtalker_nets(ckpt_dir, size, preprocess)
         # Audio2Exp/Audio2Pose stay on the CPU: they are small and `audio_to_coeffs` feeds them CPU tensors.
@@ -132,9 +132,9 @@ class _NetCache:
 
     @staticmethod
     def _with_mapping(sibling: SadTalkerNets, ckpt_dir: Path, size: int, preprocess: str, device) -> SadTalkerNets:
-        from ..nets.checkpoint import load_strict
-        from ..nets.sadtalker import checkpoints as ck
-        from ..nets.sadtalker.mapping import MappingNet
+        from ...netkit import load_strict
+        from . import checkpoints as ck
+        from .nets.mapping import MappingNet
 
         found = ck.find_sadtalker_checkpoints(ckpt_dir, size, preprocess)
         if found is None:
@@ -212,10 +212,10 @@ class SadTalkerEngine(Engine):
     def prepare(self, job: RenderJob) -> PreparedRender:
         import torch
 
-        from ..sadtalker_glue import keypoint_transformation, transform_semantic_1
-        from ..sadtalker_pipeline import FacePaster, crop_box, driving_coeffs, extract_crop
-        from ..sadtalker_preprocess import coeffs_from_image, five_points_from_mesh
-        from .parametric.engine import locate_face
+        from ..parametric.engine import locate_face
+        from .framing import FacePaster, crop_box, driving_coeffs, extract_crop
+        from .glue import keypoint_transformation, transform_semantic_1
+        from .preprocess import coeffs_from_image, five_points_from_mesh
 
         req = job.request
         preprocess = req.preprocess
@@ -260,7 +260,7 @@ class SadTalkerEngine(Engine):
         bs = batch_size(device, size)
         frames = _frames(nets, device, coeffs, kp_canonical, kp_source, feature, place, bs, job)
         if req.lip_refine:
-            from .wav2lip import refine_lips
+            from ..wav2lip.engine import refine_lips
 
             frames = refine_lips(frames, job)
         info = {"face_box": face_box, "size": size, "preprocess": preprocess, "device": str(device),
@@ -273,9 +273,9 @@ def render_batch(nets: SadTalkerNets, device, coeffs: np.ndarray, start: int, st
     """Faces (stop - start, S, S, 3) uint8 for frames start..stop-1 of the driving `coeffs` sequence."""
     import torch
 
-    from ..nets.precision import inference_autocast
-    from ..sadtalker_glue import keypoint_transformation
-    from ..sadtalker_pipeline import mapping_windows
+    from ...netkit import inference_autocast
+    from .framing import mapping_windows
+    from .glue import keypoint_transformation
 
     n = stop - start
     with torch.inference_mode():

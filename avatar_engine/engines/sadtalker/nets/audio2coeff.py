@@ -2,7 +2,7 @@
 
 Port of OpenTalker/SadTalker (Apache-2.0) `audio2exp_models` and `audio2pose_models`. Module names and
 shapes equal the official `audio2exp.` / `audio2pose.` checkpoint entries, so they load strictly. The
-chunked inference loops live in `avatar_engine.sadtalker_glue`.
+chunked inference loops live in `avatar_engine.engines.sadtalker.glue`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ..wav2lip import mel_encoder
+from ....audio.encoder import mel_encoder
 
 
 class SimpleWrapperV2(nn.Module):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...errors import AvatarError
-from ..checkpoint import load_strict, read_checkpoint
+from ...netkit import load_strict, read_checkpoint
 
 if TYPE_CHECKING:  # torch loads only when networks are built: finding checkpoints must stay cheap
     from torch import nn
@@ -196,27 +196,27 @@ class SadTalkerNets:
 def _build(name: str, preprocess: str) -> nn.Module:
     """Fresh network for a state-dict group name (imports lazily: the facerender nets are large)."""
     if name == "audio2exp":
-        from .audio2coeff import SimpleWrapperV2
+        from .nets.audio2coeff import SimpleWrapperV2
 
         return SimpleWrapperV2()
     if name == "audio2pose":
-        from .audio2coeff import Audio2Pose
+        from .nets.audio2coeff import Audio2Pose
 
         return Audio2Pose()
     if name == "kp_extractor":
-        from .facerender import kp_detector_256
+        from .nets.facerender import kp_detector_256
 
         return kp_detector_256()
     if name == "generator":
-        from .facerender import generator_256
+        from .nets.facerender import generator_256
 
         return generator_256()
     if name == "mapping":
-        from .mapping import MappingNet
+        from .nets.mapping import MappingNet
 
         return MappingNet(coeff_nc=mapping_coeff_nc(preprocess), descriptor_nc=1024, layer=3, num_kp=15, num_bins=66)
     if name == "face_3drecon":
-        from .reconnet import ReconNetWrapper
+        from .nets.reconnet import ReconNetWrapper
 
         return ReconNetWrapper()
     raise ValueError(name)

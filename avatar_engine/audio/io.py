@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from .errors import AvatarError
+from ..errors import AvatarError
 
 ANALYSIS_RATE = 16000
 _MAX_OUTPUT_RATE = 48000

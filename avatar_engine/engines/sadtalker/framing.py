@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .sadtalker_glue import SAMPLE_RATE, SEMANTIC_RADIUS, audio_to_coeffs, transform_semantic_target
+from .glue import SAMPLE_RATE, SEMANTIC_RADIUS, audio_to_coeffs, transform_semantic_target
 
 COEFF_FPS = 25  # SadTalker's audio->coefficient networks were trained on 25 fps video
 SAMPLES_PER_COEFF_FRAME = SAMPLE_RATE // COEFF_FPS  # 640

@@ -9,7 +9,6 @@ through a feathered mask, after a light colour match, so pixels outside the box 
 
 from __future__ import annotations
 
-import math
 from itertools import islice
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -17,17 +16,14 @@ import cv2
 import numpy as np
 import torch
 
-from .nets.precision import inference_autocast
-from .nets.wav2lip import FACE_SIZE, MAX_ABS_VALUE, MEL_WINDOW, SAMPLE_RATE, Wav2Lip, mel_chunk_starts, melspectrogram
+from ...audio.frames import frame_count_for_samples
+from ...audio.mel import MAX_ABS_VALUE, MEL_WINDOW, SAMPLE_RATE, melspectrogram
+from ...netkit import inference_autocast
+from .nets import FACE_SIZE, Wav2Lip, mel_chunk_starts
 
 Box = tuple[int, int, int, int]  # (y1, y2, x1, x2), upstream's `--box` order; y2/x2 exclusive
 
 UPSTREAM_PADS = (0, 10, 0, 0)  # top, bottom, left, right: upstream extends the box to include the chin
-
-
-def video_frame_count(num_samples: int, fps: float, sample_rate: int = SAMPLE_RATE) -> int:
-    """Frames needed to cover the whole audio: ceil(duration * fps), robust to float noise."""
-    return max(1, math.ceil(num_samples * float(fps) / sample_rate - 1e-9))
 
 
 def face_box_from_landmarks(landmarks_xy: np.ndarray, image_hw: tuple[int, int]) -> Box:
@@ -127,7 +123,7 @@ class Wav2LipLipSync:
         if audio.size == 0:
             raise ValueError("audio_16k is empty")
         if n_frames is None:
-            n_frames = video_frame_count(audio.size, fps)
+            n_frames = frame_count_for_samples(audio.size, fps, SAMPLE_RATE)
         mel = melspectrogram(audio)
         if mel.shape[1] < MEL_WINDOW:  # under 0.2 s: pad with silence (the normalised floor)
             mel = np.pad(mel, ((0, 0), (0, MEL_WINDOW - mel.shape[1])), constant_values=-MAX_ABS_VALUE)

@@ -8,14 +8,13 @@ Follows OpenTalker/SadTalker (Apache-2.0) `generate_batch.py`, `utils/audio.py`,
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.signal import get_window, lfilter, savgol_filter
+from scipy.signal import savgol_filter
 
-from .errors import AvatarError
+from ...audio import mel
+from ...errors import AvatarError
 
 SAMPLE_RATE = 16000
 HOP = 200
@@ -30,50 +29,9 @@ NUM_POSE_STYLES = 46
 # --- audio features ---------------------------------------------------------------------------------
 
 
-def _hz_to_mel(f: np.ndarray) -> np.ndarray:
-    """Slaney mel scale: linear below 1 kHz, logarithmic above."""
-    f = np.asarray(f, dtype=np.float64)
-    mel = f / (200.0 / 3)
-    log_part = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
-    return np.where(f >= 1000.0, log_part, mel)
-
-
-def _mel_to_hz(m: np.ndarray) -> np.ndarray:
-    m = np.asarray(m, dtype=np.float64)
-    hz = (200.0 / 3) * m
-    log_part = 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0))
-    return np.where(m >= 15.0, log_part, hz)
-
-
-@lru_cache(maxsize=1)
-def mel_basis(n_mels: int = 80, fmin: float = 55.0, fmax: float = 7600.0) -> np.ndarray:
-    """Slaney-normalised triangular filterbank (n_mels, 401), float32 like librosa's default."""
-    fft_freqs = np.fft.rfftfreq(N_FFT, 1.0 / SAMPLE_RATE)
-    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
-    fdiff = np.diff(mel_f)
-    ramps = mel_f[:, None] - fft_freqs[None, :]
-    lower = -ramps[:-2] / fdiff[:-1, None]
-    upper = ramps[2:] / fdiff[1:, None]
-    weights = np.maximum(0.0, np.minimum(lower, upper)).astype(np.float32)
-    enorm = 2.0 / (mel_f[2:] - mel_f[:-2])
-    return (weights * enorm[:, None]).astype(np.float32)
-
-
 def melspectrogram(wav: np.ndarray) -> np.ndarray:
-    """SadTalker/Wav2Lip-hparams log-mel (80, 1 + len//200) in [-4, 4], float64.
-
-    Pre-emphasis 0.97; STFT n_fft=win=800 (periodic Hann), hop 200, centred with **zero** padding
-    (unlike Wav2Lip's reflect); 20*log10(max(1e-5, mel)) - 20; symmetric clip to +-4.
-    """
-    y = lfilter([1, -0.97], [1], np.asarray(wav))
-    y = np.pad(y, N_FFT // 2, mode="constant")
-    n_frames = 1 + (len(y) - N_FFT) // HOP
-    idx = np.arange(N_FFT)[None, :] + HOP * np.arange(n_frames)[:, None]
-    window = get_window("hann", N_FFT, fftbins=True)
-    spec = np.abs(np.fft.rfft(y[idx] * window, axis=1)).T
-    mel = np.dot(mel_basis(), spec)
-    db = 20 * np.log10(np.maximum(1e-5, mel)) - 20
-    return np.clip(8.0 * ((db + 100.0) / 100.0) - 4.0, -4.0, 4.0)
+    """SadTalker's log-mel (80, 1 + len//200), float64: the shared front end with zero padding."""
+    return mel.melspectrogram(wav, padding="zero", dtype=np.float64)
 
 
 def num_video_frames(num_samples: int, fps: float = 25) -> int:

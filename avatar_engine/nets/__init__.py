@@ -1,1 +1,0 @@
-"""Pure `nn.Module` ports of upstream networks; each state_dict layout equals the official checkpoint's."""
