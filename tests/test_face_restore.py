@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 
 from avatar_engine.errors import AvatarError
+from avatar_engine.face.points import five_points as five_points_from_mesh
 from avatar_engine.netkit import fill_module
-from avatar_engine.restore.face import FFHQ_512_TEMPLATE, FaceRestorer, five_points_from_mesh
+from avatar_engine.restore.face import FFHQ_512_TEMPLATE, FaceRestorer
 from avatar_engine.restore.nets import gfpgan_v14
 from tests.support.media import ASSETS
 

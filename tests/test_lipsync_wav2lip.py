@@ -17,9 +17,9 @@ from avatar_engine.engines.wav2lip.lips import (
     UPSTREAM_PADS,
     Wav2LipLipSync,
     face_box_from_landmarks,
-    lower_face_mask,
 )
 from avatar_engine.engines.wav2lip.nets import Wav2Lip
+from avatar_engine.face.blend import lower_face_mask
 from avatar_engine.netkit import fill_module
 from tests.support.media import ASSETS
 

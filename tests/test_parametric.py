@@ -201,8 +201,8 @@ def test_small_face_in_a_wide_picture_is_found(settings, tmp_path, portrait_png,
 
 
 def test_grey_portrait_gets_a_grey_mouth(portrait_png):
-    from avatar_engine.engines.parametric.engine import locate_face
     from avatar_engine.engines.parametric.paint import mouth_style
+    from avatar_engine.face.locate import locate_face
 
     grey = np.asarray(Image.open(io.BytesIO(portrait_png)).convert("L").convert("RGB"))
     points, _ = locate_face(grey)

@@ -22,19 +22,19 @@ from avatar_engine.engines.base import RenderJob
 from avatar_engine.engines.sadtalker import checkpoints as ck
 from avatar_engine.engines.sadtalker import engine as st
 from avatar_engine.engines.sadtalker.framing import (
-    CropBox,
-    FacePaster,
     coeff_frames_for,
-    crop_box,
     driving_coeffs,
-    ellipse_mask,
-    extract_crop,
     mapping_windows,
     pad_audio,
     resample_coeffs,
 )
 from avatar_engine.engines.sadtalker.glue import transform_semantic_target
 from avatar_engine.errors import AvatarError
+from avatar_engine.face.blend import SquareBox as CropBox
+from avatar_engine.face.blend import SquarePaster as FacePaster
+from avatar_engine.face.blend import ellipse_mask
+from avatar_engine.face.blend import extract_square as extract_crop
+from avatar_engine.face.blend import square_box as crop_box
 from avatar_engine.image_io import decode_image, fit_image
 from avatar_engine.netkit import det_state_dict, fill_module
 from avatar_engine.schema import parse_request

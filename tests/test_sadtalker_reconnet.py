@@ -12,6 +12,7 @@ from PIL import Image
 
 from avatar_engine.engines.sadtalker import preprocess as sp
 from avatar_engine.engines.sadtalker.nets.reconnet import ReconNetWrapper
+from avatar_engine.face.points import five_points
 from avatar_engine.netkit import fill_module
 from tests.support.media import ASSETS
 
@@ -112,9 +113,9 @@ def test_five_points_from_mesh_order():
     mesh = np.zeros((478, 3))
     mesh[33, :2], mesh[133, :2] = (100, 200), (140, 204)  # subject's right eye = image left
     mesh[362, :2], mesh[263, :2] = (180, 204), (220, 200)
-    mesh[4, :2] = (160, 260)
+    mesh[1, :2] = (160, 260)  # nose tip
     mesh[61, :2], mesh[291, :2] = (125, 300), (195, 300)
-    pts = sp.five_points_from_mesh(mesh)
+    pts = five_points(mesh)
     expected = [[120, 202], [200, 202], [160, 260], [125, 300], [195, 300]]
     assert pts.dtype == np.float32 and np.array_equal(pts, np.array(expected, np.float32))
     # In the y-up frame align_img uses, the order is the one of LM3D_STD: x increases eye->eye, mouth->mouth,
@@ -126,7 +127,7 @@ def test_five_points_from_mesh_order():
     assert np.sign(up[4, 0] - up[3, 0]) == np.sign(std[4, 0] - std[3, 0])
     assert up[0, 1] > up[2, 1] > up[3, 1] and std[0, 1] > std[2, 1] > std[3, 1]
     with pytest.raises(ValueError):
-        sp.five_points_from_mesh(np.zeros((68, 2)))
+        five_points(np.zeros((68, 2)))
 
 
 def test_degenerate_landmarks_raise_no_face(align):

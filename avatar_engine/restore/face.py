@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import AvatarError
+from ..face.blend import blend_region, smoothstep
 from ..netkit import inference_autocast
 
 FACE_SIZE = 512
@@ -39,14 +40,6 @@ FFHQ_512_TEMPLATE = np.array(
 # facexlib fills the aligned crop outside the frame with (135, 133, 132) BGR.
 BORDER_RGB = (132, 133, 135)
 
-# MediaPipe FaceMesh (468-point) eye contours. Mesh names follow the subject: the subject's right eye
-# is on the image's left in an unmirrored photo, which is what template point 0 expects.
-_IMAGE_LEFT_EYE = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
-_IMAGE_RIGHT_EYE = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)
-_NOSE_TIP = 1
-_IMAGE_LEFT_MOUTH = 61
-_IMAGE_RIGHT_MOUTH = 291
-
 # Paste mask in template coordinates: an ellipse from forehead to chin, feathered over its outer
 # fraction so the seam is invisible. Kept inside the 512 crop so the crop's border never shows.
 _MASK_CENTER = (256.0, 280.0)
@@ -54,32 +47,11 @@ _MASK_AXES = (172.0, 215.0)
 _MASK_FEATHER = 0.2
 
 
-def five_points_from_mesh(landmarks: np.ndarray) -> np.ndarray:
-    """(5, 2) float32 template-ordered points from FaceMesh landmarks (N >= 468, x/y in pixels).
-
-    Eye centres are the mean of each eye contour; a 478-point refined mesh works too (iris points unused).
-    """
-    pts = np.asarray(landmarks, dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[0] < 468 or pts.shape[1] < 2:
-        raise ValueError(f"expected FaceMesh landmarks of shape (468+, 2+), got {pts.shape}")
-    pts = pts[:, :2]
-    return np.stack(
-        [
-            pts[list(_IMAGE_LEFT_EYE)].mean(axis=0),
-            pts[list(_IMAGE_RIGHT_EYE)].mean(axis=0),
-            pts[_NOSE_TIP],
-            pts[_IMAGE_LEFT_MOUTH],
-            pts[_IMAGE_RIGHT_MOUTH],
-        ]
-    ).astype(np.float32)
-
-
 def _template_mask() -> np.ndarray:
     """(512, 512) float32 alpha in template space: 1 inside the face ellipse, smooth ramp to 0."""
     ys, xs = np.mgrid[0:FACE_SIZE, 0:FACE_SIZE].astype(np.float32)
     radius = np.sqrt(((xs - _MASK_CENTER[0]) / _MASK_AXES[0]) ** 2 + ((ys - _MASK_CENTER[1]) / _MASK_AXES[1]) ** 2)
-    t = np.clip((1.0 - radius) / _MASK_FEATHER, 0.0, 1.0)
-    return (t * t * (3.0 - 2.0 * t)).astype(np.float32)  # smoothstep
+    return smoothstep((1.0 - radius) / _MASK_FEATHER).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -166,15 +138,11 @@ class FaceRestorer:
 
     def _paste(self, frame: np.ndarray, face: np.ndarray, geometry: _Geometry) -> np.ndarray:
         y0, y1, x0, x1 = geometry.region
-        out = frame.copy()
         if y1 <= y0 or x1 <= x0:
-            return out
+            return frame.copy()
         face_back = cv2.warpAffine(face, geometry.paste_affine, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-        original = frame[y0:y1, x0:x1].astype(np.float32)
-        blended = original + (self.weight * geometry.alpha) * (face_back.astype(np.float32) - original)
-        out[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-        return out
+        return blend_region(frame, geometry.region, face_back, self.weight * geometry.alpha)
 
     def _geometry_for(self, points: np.ndarray, frame_hw: tuple[int, int]) -> _Geometry:
         key = (points.tobytes(), frame_hw)

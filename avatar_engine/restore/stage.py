@@ -61,7 +61,8 @@ def enhance_frames(frames: Iterable[np.ndarray], model, weight: float, *, cpu_bf
                    ) -> Iterator[np.ndarray]:
     """Restore the face in each frame; frames where no face is tracked pass through unchanged."""
     from ..face.landmarks import FaceTracker
-    from .face import FaceRestorer, five_points_from_mesh
+    from ..face.points import five_points
+    from .face import FaceRestorer
 
     restorer = FaceRestorer(model, device=_device(), weight=weight, cpu_bf16=cpu_bf16)
     tracker = FaceTracker()
@@ -72,5 +73,5 @@ def enhance_frames(frames: Iterable[np.ndarray], model, weight: float, *, cpu_bf
             continue
         points = tracker.update(frame)
         previous = frame
-        restored = frame if points is None else restorer.restore(frame, five_points_from_mesh(points))
+        restored = frame if points is None else restorer.restore(frame, five_points(points))
         yield restored

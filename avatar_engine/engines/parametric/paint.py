@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from ...face import regions as R
+from ...face.blend import smoothstep
 
 _SHIFT = 4  # sub-pixel bits for cv2 polygon drawing
 _CAVITY_DEEP = np.array([28, 10, 12], np.float32)
@@ -161,10 +162,9 @@ def paint_eyelids(frame: np.ndarray, open_landmarks: np.ndarray, closure: float)
     closure the eye opening is filled with skin cloned from just above it, plus a lash line.
     `open_landmarks` are the frame's landmark positions without the blink.
     """
-    strength = float(np.clip((closure - 0.35) / 0.55, 0.0, 1.0))
-    if strength <= 0:
+    if closure <= 0.35:
         return
-    strength = strength * strength * (3 - 2 * strength)
+    strength = float(smoothstep((closure - 0.35) / 0.55))
     h_img, w_img = frame.shape[:2]
     for upper_ids, lower_ids in _EYES:
         up, lo = open_landmarks[upper_ids, :2], open_landmarks[lower_ids, :2]

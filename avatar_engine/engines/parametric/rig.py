@@ -17,6 +17,7 @@ from scipy import sparse
 from scipy.spatial import Delaunay
 
 from ...face import regions as R
+from ...face.blend import smoothstep
 
 BASES = ("close", "open", "width", "round", "blink")
 
@@ -28,11 +29,6 @@ class _Field:
     y0: int
     x0: int
     data: np.ndarray  # (h, w, 2) float32
-
-
-def _smoothstep(x):
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3 - 2 * x)
 
 
 class FaceRig:
@@ -69,7 +65,7 @@ class FaceRig:
     def _head_weight(self, dx, dy):
         """1 on the head (an ellipse around `head_center`), fading to 0 by 1.5x its radius."""
         r = np.sqrt((dx / (0.62 * self.face_h)) ** 2 + (dy / (0.75 * self.face_h)) ** 2)
-        return 1.0 - _smoothstep((r - 1.0) / 0.5)
+        return 1.0 - smoothstep((r - 1.0) / 0.5)
 
     @staticmethod
     def _clip_box(x0, y0, x1, y1, w, h):
@@ -100,7 +96,7 @@ class FaceRig:
 
         # jaw drop: everything below the lip line moves down, less towards the ears
         lateral = np.clip(1.0 - (np.abs(u) - 0.2) / 0.22, 0.0, 1.0)
-        ramp = 0.3 + 0.7 * _smoothstep(v / 0.1)
+        ramp = 0.3 + 0.7 * smoothstep(v / 0.1)
         w = np.where(v > 0, ramp * lateral, 0.0)
         w[lower] = 1.0
         w[list(R.MOUTH_CORNERS)] = 0.4

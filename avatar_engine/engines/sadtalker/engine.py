@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from ...errors import AvatarError
+from ...face.blend import SquarePaster, extract_square, square_box
+from ...face.locate import locate_face
+from ...face.points import five_points
 from ...settings import Settings
 from ..base import Engine, EngineStatus, PreparedRender, RenderJob
 
@@ -212,10 +215,9 @@ class SadTalkerEngine(Engine):
     def prepare(self, job: RenderJob) -> PreparedRender:
         import torch
 
-        from ..parametric.engine import locate_face
-        from .framing import FacePaster, crop_box, driving_coeffs, extract_crop
+        from .framing import driving_coeffs
         from .glue import keypoint_transformation, transform_semantic_1
-        from .preprocess import coeffs_from_image, five_points_from_mesh
+        from .preprocess import coeffs_from_image
 
         req = job.request
         preprocess = req.preprocess
@@ -230,17 +232,17 @@ class SadTalkerEngine(Engine):
         image = job.image
         h, w = image.shape[:2]
         points, face_box = locate_face(image, job.source_scale)  # no_face before any model is loaded
-        lm5 = five_points_from_mesh(points)
+        lm5 = five_points(points)
 
         nets, device = NETS.get(d, size, preprocess)
         _use_threads(job.settings, device)
         # both modes animate a face crop pasted back with a feathered mask; `full` (upstream's name for
         # "keep the whole picture") also feeds the crop geometry to the 73-input MappingNet
-        box = crop_box(lm5, (h, w))
-        source = extract_crop(image, box, size)
+        box = square_box(lm5, (h, w))
+        source = extract_square(image, box, size)
         scale = size / box.side
         lm_src = (lm5 - np.array([box.x0, box.y0], np.float32) + 0.5) * scale - 0.5
-        place = FacePaster(image, box).paste
+        place = SquarePaster(image, box).paste
 
         ref = coeffs_from_image(nets.reconnet, source, lm_src)  # (1, 73): exp, angle, trans, crop params
         coeffs = driving_coeffs(job.audio.analysis, ref[0, :70], nets.audio2exp, nets.audio2pose, fps=job.fps,

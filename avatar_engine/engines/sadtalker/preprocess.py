@@ -33,28 +33,6 @@ LM3D_STD = np.array(
     dtype=np.float32,
 )
 
-# MediaPipe FaceMesh indices for the same five points (subject's right eye = image left):
-# eye corners 33/133 and 362/263 (dlib 37/40, 43/46), nose tip 4 (dlib 31), mouth corners 61 and 291 (dlib 49, 55).
-_MESH_EYE_A = (33, 133)
-_MESH_EYE_B = (362, 263)
-_MESH_NOSE = 4
-_MESH_MOUTH = (61, 291)
-
-
-def five_points_from_mesh(landmarks468: np.ndarray) -> np.ndarray:
-    """(468|478, 2|3) FaceMesh points in pixels (x right, y down) -> (5, 2) float32 in `LM3D_STD` order."""
-    lm = np.asarray(landmarks468, dtype=np.float64)
-    if lm.ndim != 2 or lm.shape[0] < 468 or lm.shape[1] < 2:
-        raise ValueError(f"expected (468, 2|3) FaceMesh landmarks, got shape {lm.shape}")
-    lm = lm[:, :2]
-    pts = [
-        lm[list(_MESH_EYE_A)].mean(0),
-        lm[list(_MESH_EYE_B)].mean(0),
-        lm[_MESH_NOSE],
-        lm[_MESH_MOUTH[0]],
-        lm[_MESH_MOUTH[1]],
-    ]
-    return np.stack(pts).astype(np.float32)
 
 
 def default_lm5(width: int, height: int, lm3d_std: np.ndarray = LM3D_STD) -> np.ndarray:

@@ -18,6 +18,7 @@ import torch
 
 from ...audio.frames import frame_count_for_samples
 from ...audio.mel import MAX_ABS_VALUE, MEL_WINDOW, SAMPLE_RATE, melspectrogram
+from ...face.blend import blend_region, lower_face_mask, match_colors
 from ...netkit import inference_autocast
 from .nets import FACE_SIZE, Wav2Lip, mel_chunk_starts
 
@@ -48,41 +49,6 @@ def face_box_from_landmarks(landmarks_xy: np.ndarray, image_hw: tuple[int, int])
     box_x1 = int(np.clip(round(x1), 0, width - 1))
     box_x2 = int(np.clip(round(x2), box_x1 + 1, width))
     return box_y1, box_y2, box_x1, box_x2
-
-
-def _smooth_ramp(n: int, start: float, end: float) -> np.ndarray:
-    """Smoothstep over pixel centres: 0 before `start`, 1 after `end` (fractions of n)."""
-    t = (np.arange(n, dtype=np.float32) + 0.5) / n
-    u = np.clip((t - start) / max(end - start, 1e-6), 0.0, 1.0)
-    return u * u * (3.0 - 2.0 * u)
-
-
-def lower_face_mask(height: int, width: int) -> np.ndarray:
-    """(h, w, 1) float32 blend weights: 1 over mouth and chin, fading to ~0 at the box edges and to
-    exactly 0 above the middle (Wav2Lip only regenerates the lower half of its input)."""
-    rows = _smooth_ramp(height, 0.48, 0.64) * (1.0 - _smooth_ramp(height, 0.90, 1.0))
-    cols = _smooth_ramp(width, 0.0, 0.16) * (1.0 - _smooth_ramp(width, 0.84, 1.0))
-    return np.outer(rows, cols)[:, :, None].astype(np.float32)
-
-
-def _match_colors(generated: np.ndarray, original: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Per-channel mean/std transfer, measured on the feather band (where a seam would show).
-
-    The band excludes the mask core, so an open dark mouth does not bias the statistics; the std
-    ratio is clamped to keep the correction light.
-    """
-    band = (mask * (1.0 - mask)).reshape(-1)
-    total = float(band.sum())
-    if total < 1.0:
-        return generated
-    gen = generated.reshape(-1, 3)
-    ref = original.reshape(-1, 3)
-    gen_mean = band @ gen / total
-    ref_mean = band @ ref / total
-    gen_std = np.sqrt(band @ (gen - gen_mean) ** 2 / total) + 1e-3
-    ref_std = np.sqrt(band @ (ref - ref_mean) ** 2 / total) + 1e-3
-    gain = np.clip(ref_std / gen_std, 0.8, 1.25)
-    return ((gen - gen_mean) * gain + ref_mean).reshape(generated.shape)
 
 
 class Wav2LipLipSync:
@@ -179,11 +145,8 @@ class Wav2LipLipSync:
         generated = cv2.resize(np.ascontiguousarray(face_rgb), (width, height), interpolation=cv2.INTER_LINEAR)
         original = frame[y1:y2, x1:x2].astype(np.float32)
         mask = lower_face_mask(height, width)
-        generated = _match_colors(generated, original, mask)
-        blended = np.rint(original + mask * (generated - original))
-        out = frame.copy()
-        out[y1:y2, x1:x2] = np.clip(blended, 0, 255).astype(np.uint8)
-        return out
+        generated = match_colors(generated, original, mask)
+        return blend_region(frame, (y1, y2, x1, x2), generated, mask, base=original)
 
 
 def _check_frame(frame: np.ndarray, index: int) -> np.ndarray:
