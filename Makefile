@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench contact-sheet clean
+.PHONY: demo test bench contact-sheet clean image-check
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ bench: $(STAMP)
 
 contact-sheet: $(STAMP)
 	$(PY) scripts/contact_sheet.py
+
+# Build both images' smoke stages with podman on a local Debian base (root, 10-20 min; see README Deploy)
+image-check:
+	scripts/image_check.sh
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -37,6 +37,31 @@ def run_action(payload: dict, settings: Settings) -> dict:
 
 @action("list_engines")
 def _list_engines(params: dict, settings: Settings) -> dict:
-    from .engines import list_engines
+    """Per engine: available, reason, license, whether `auto` picks it, checkpoint files (see health)."""
+    from .health import auto_chain, engine_reports
 
-    return {"engines": list_engines(settings)}
+    return {"engines": engine_reports(settings), "auto_chain": auto_chain(settings)}
+
+
+@action("health")
+def _health(params: dict, settings: Settings) -> dict:
+    """Device, free GPU memory, NVENC, engines and their checkpoints; never renders (avatar_engine/health.py)."""
+    from .health import health
+
+    return health(settings)
+
+
+@action("list_avatars")
+def _list_avatars(params: dict, settings: Settings) -> dict:
+    from .avatars import list_avatars
+
+    return {"avatars": [a.to_dict() for a in list_avatars(settings)]}
+
+
+@action("list_voices")
+def _list_voices(params: dict, settings: Settings) -> dict:
+    from .speech.piper import available_voices
+    from .speech.tts import espeak_voices
+
+    return {"voices": espeak_voices() + [{"voice": f"piper:{name}", "name": name, "languages": []}
+                                         for name in available_voices(settings)]}

@@ -1,4 +1,6 @@
-"""`python -m avatar_engine`: render local files, list engines. Local paths are allowed here only."""
+"""`python -m avatar_engine`: render local files, list engines, batch-submit to the endpoint, serve MCP.
+
+Local paths are allowed here (and in the MCP server on the caller's machine) only."""
 
 from __future__ import annotations
 
@@ -57,6 +59,30 @@ def _list_engines(_args) -> int:
     return 0
 
 
+def _batch(args) -> int:
+    from .batch import BatchOptions, run_batch
+
+    options = BatchOptions(concurrency=args.concurrency, retries=args.retries, timeout_s=args.timeout,
+                           download=args.download, retry_failed=args.retry_failed, progress=not args.quiet)
+    try:
+        summary = run_batch(args.manifest, out_dir=args.out_dir, options=options)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary.to_dict(), indent=2))
+    if summary.interrupted:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0 if summary.failed == 0 and summary.pending == 0 else 1
+
+
+def _mcp(_args) -> int:
+    from .mcp_server import main as serve
+
+    serve()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m avatar_engine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +103,18 @@ def main(argv: list[str] | None = None) -> int:
     r.set_defaults(func=_render)
     e = sub.add_parser("engines", help="list engines and the checkpoints found")
     e.set_defaults(func=_list_engines)
+    b = sub.add_parser("batch", help="submit a JSONL/CSV manifest to the endpoint (resumable)")
+    b.add_argument("manifest", help="rows of request inputs: .jsonl (one object a line) or .csv")
+    b.add_argument("--out-dir", help="state, results.jsonl and videos/ (default: <manifest>.out/)")
+    b.add_argument("--concurrency", type=int, default=4, help="jobs in flight at once")
+    b.add_argument("--retries", type=int, default=2, help="resubmits after a retryable failure")
+    b.add_argument("--timeout", type=float, default=900.0, help="seconds per job")
+    b.add_argument("--download", action="store_true", help="also download URL results into videos/")
+    b.add_argument("--retry-failed", action="store_true", help="submit rows that failed before again")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=_batch)
+    m = sub.add_parser("mcp", help="serve the render_avatar MCP tool over stdio")
+    m.set_defaults(func=_mcp)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     return args.func(args)

@@ -1,4 +1,4 @@
-"""One render, stage by stage: fetch -> decode -> animate -> encode -> deliver, timed and reported."""
+"""One render as numbered steps: fetch -> decode -> prepare -> render+encode -> qa -> deliver, timed and reported."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Callable
 from . import engines as engine_registry
 from .audio.frames import frame_count
 from .audio.io import decode_audio
+from .captions import caption_result, caption_stage, ensure_words
 from .delivery import (
     deliver_base64,
     deliver_path,
@@ -26,9 +27,11 @@ from .engines import PreparedRender, RenderJob
 from .errors import AvatarError
 from .fetch import load_input
 from .image_io import decode_image, fit_image
-from .restore.stage import enhance_frames, gfpgan_checkpoint, load_restorer_model
+from .restore.stage import enhance_frames, load_restorer_model
+from .restore.stage import lookup as restore_lookup
 from .schema import RenderRequest
 from .settings import Settings, get_settings
+from .speech.tts import speak_request
 from .streaming import prefetch
 from .video_encode import Mp4Writer, pick_encoder
 
@@ -63,13 +66,6 @@ class _Timer:
 
 def _quality_mode(request: RenderRequest) -> str:
     return "high_quality" if request.quality_mode == "high_quality" else "real_time"
-
-
-def _wants_enhance(request: RenderRequest, mode: str, settings: Settings) -> bool:
-    """`enhance` as asked; unasked, high-quality mode restores faces whenever GFPGAN is mounted."""
-    if "enhance" in request.model_fields_set:
-        return request.enhance
-    return mode == "high_quality" and gfpgan_checkpoint(settings) is not None
 
 
 def _encode(prepared: PreparedRender, job: RenderJob, out: Path, mode: str, encoder: str,
@@ -137,6 +133,9 @@ def _render_with_fallback(chain, job: RenderJob, mp4: Path, mode: str, encoder: 
                 prepared = PreparedRender(enhance_frames(prepared.frames, restorer, job.request.enhance_weight,
                                                          cpu_bf16=job.settings.cpu_bf16),
                                           {**prepared.info, "enhanced": True})
+            if job.request.captions_burn:  # after restoration: GFPGAN must not repaint the text
+                burned = caption_stage(prepared.frames, job.request, job.audio, job.fps)
+                prepared = PreparedRender(burned, prepared.info)
             frames = _encode(prepared, job, mp4, mode, encoder, timer, progress)
             return _Rendered(engine, frames, prepared.info, failures, suspect)
         except AvatarError as exc:
@@ -157,6 +156,62 @@ def _render_with_fallback(chain, job: RenderJob, mp4: Path, mode: str, encoder: 
     raise AssertionError("unreachable: the last engine either returns or raises")
 
 
+@dataclass
+class _Inputs:
+    image: bytes
+    audio: bytes | None  # None for text input: the voice makes the audio in step 2
+
+
+def _fetch(request: RenderRequest, settings: Settings, local: LocalInputs | None) -> _Inputs:
+    if local is not None:
+        return _Inputs(local.image, local.audio)
+    if request.avatar_id:
+        from .avatars import load_avatar_image
+
+        image = load_avatar_image(request.avatar_id, settings)
+    else:
+        image = load_input(request.image_url, request.image_b64, kind="image", settings=settings).data
+    audio = None if request.text is not None else load_input(
+        request.audio_url, request.audio_b64, kind="audio", settings=settings).data
+    return _Inputs(image, audio)
+
+
+def _decode(request: RenderRequest, settings: Settings, inputs: _Inputs, started: float) -> RenderJob:
+    source = decode_image(inputs.image, max_pixels=settings.max_image_pixels)
+    image = fit_image(source, request.size)
+    source_scale = max(source.shape[:2]) / max(image.shape[:2])
+    del source
+    if inputs.audio is None:  # text input: spoken by a voice that also reports its timeline
+        audio = speak_request(request, settings)
+    else:
+        audio = decode_audio(inputs.audio, max_seconds=settings.max_audio_seconds,
+                             min_seconds=settings.min_audio_seconds)
+    ensure_words(request, audio)  # captions: word times (aligns a transcript when needed)
+    return RenderJob(request=request, image=image, audio=audio, fps=request.fps,
+                     n_frames=frame_count(audio.duration_s, request.fps), settings=settings,
+                     source_scale=source_scale, deadline=started + settings.job_timeout_s)
+
+
+def _restorer(request: RenderRequest, mode: str, settings: Settings, warnings: list[str]):
+    """The GFPGAN model when restoration applies. Asked for (`enhance: true`): a missing checkpoint fails the
+    job before rendering. Only preferred (high-quality mode): without a usable checkpoint the job renders
+    unrestored and says so in `warnings`."""
+    if "enhance" in request.model_fields_set:
+        return load_restorer_model(settings) if request.enhance else None
+    if mode != "high_quality":
+        return None
+    found = restore_lookup(settings)
+    if not found.found:
+        if found.explicit:  # a bad GFPGAN_CKPT is a deployment mistake worth telling the caller
+            warnings.append(f"face restoration skipped: {found.missing_reason('GFPGAN checkpoint')}")
+        return None
+    try:
+        return load_restorer_model(settings)
+    except AvatarError as exc:
+        warnings.append(f"face restoration skipped: {exc.message}")
+        return None
+
+
 def render(request: RenderRequest, *, settings: Settings | None = None, local: LocalInputs | None = None,
            progress: Progress | None = None, out_path: str | None = None) -> dict:
     """Run one request to a delivered MP4 and return the result dict (raises AvatarError)."""
@@ -166,79 +221,71 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
     report = progress or (lambda stage, frac: None)
     store = get_store(settings) if request.output.delivery in ("auto", "url") and not out_path else None
     delivery = "path" if out_path else resolve_delivery(request.output.delivery, settings, has_store=store is not None)
+    warnings: list[str] = []
 
     def finish(result: dict) -> dict:
+        if warnings:
+            result["warnings"] = warnings
         timer.ms["total"] = round((time.perf_counter() - started) * 1000, 1)
         result["timings_ms"] = {k: timer.ms[k] for k in _TIMING_KEYS if k in timer.ms}
         report("done", 1.0)
         return result
 
+    # 1. fetch: URLs / base64 / a named avatar (local files only from the CLI)
     report("fetch", 0.0)
     with timer.stage("fetch"):
-        if local is not None:
-            image_bytes, audio_bytes = local.image, local.audio
-        else:
-            image_bytes = load_input(request.image_url, request.image_b64, kind="image", settings=settings).data
-            audio_bytes = load_input(request.audio_url, request.audio_b64, kind="audio", settings=settings).data
+        inputs = _fetch(request, settings, local)
 
+    # 2. decode: the portrait at output size, the speech at the analysis rate (or spoken from text)
     report("decode", 0.0)
     with timer.stage("decode"):
-        source = decode_image(image_bytes, max_pixels=settings.max_image_pixels)
-        image = fit_image(source, request.size)
-        source_scale = max(source.shape[:2]) / max(image.shape[:2])
-        del source
-        audio = decode_audio(audio_bytes, max_seconds=settings.max_audio_seconds,
-                             min_seconds=settings.min_audio_seconds)
-        del image_bytes, audio_bytes
-
-    job = RenderJob(request=request, image=image, audio=audio, fps=request.fps,
-                    n_frames=frame_count(audio.duration_s, request.fps), settings=settings, source_scale=source_scale,
-                    deadline=started + settings.job_timeout_s)
+        job = _decode(request, settings, inputs, started)
+        del inputs
     mode = _quality_mode(request)
     chain = engine_registry.candidates(request.engine, settings)
-    h, w = image.shape[:2]
+    h, w = job.image.shape[:2]
     summary = {"quality_mode": mode, "width": w, "height": h, "fps": request.fps, "frames": job.n_frames,
-               "duration_s": round(audio.duration_s, 3)}
+               "duration_s": round(job.audio.duration_s, 3)}
 
-    inputs = inputs_digest(image, audio.samples, audio.rate, request.options_digest()) if delivery == "url" else ""
+    # 3. prepare: the bucket cache (a hit ends the job), the encoder, the optional restoration stage
+    digest = inputs_digest(job.image, job.audio.samples, job.audio.rate, request.options_digest()) \
+        if delivery == "url" else ""
 
     def key_for(engine) -> str:
-        return render_key(inputs, engine.name, engine.version)
+        return render_key(digest, engine.name, engine.version)
 
     if delivery == "url" and request.cache:
         with timer.stage("deliver"):
             key = key_for(chain[0])
             cached = deliver_url(store, None, key, {}) if store.exists(key) else None
         if cached:
-            return finish({**cached, "cached": True, "engine": chain[0].name, "encoder": None, **summary})
-
+            return finish({**cached, **caption_result(request, job.audio, store, key), "cached": True,
+                           "engine": chain[0].name, "encoder": None, **summary})
     encoder = pick_encoder(settings.video_encoder)
-    restorer = None
-    if _wants_enhance(request, mode, settings):
-        with timer.stage("prepare"):
-            restorer = load_restorer_model(settings)  # before rendering: a missing checkpoint fails fast
+    with timer.stage("prepare"):
+        restorer = _restorer(request, mode, settings, warnings)  # before rendering: fails fast
+
     with tempfile.TemporaryDirectory(prefix="avatar-job-", dir=settings.work_dir) as tmp:
         mp4 = Path(tmp) / "render.mp4"
+        # 4. render + encode, falling back along the engine chain
         report("render", 0.0)
         done = _render_with_fallback(chain, job, mp4, mode, encoder, timer, progress, restorer)
         info = dict(done.info)
+
+        # 5. qa: the A/V sync self-check on the encoded file
         if request.qa:
             report("qa", 0.0)
             from .quality import sync_check
 
             with timer.stage("qa"):
-                info["sync"] = sync_check(mp4, audio.analysis).to_dict()
+                info["sync"] = sync_check(mp4, job.audio.analysis).to_dict()
 
+        # 6. deliver: bucket URL, local path or inline base64 (captions beside it)
         report("deliver", 0.0)
         with timer.stage("deliver"):
-            if delivery == "path":
-                delivered = deliver_path(mp4, settings, name=request.output.name, exact=out_path)
-            elif delivery == "url":
-                meta = {"engine": done.engine.name, "engine_version": done.engine.version,
-                        "frames": str(done.frames), "options": request.options_digest()[:16]}
-                delivered = {**deliver_url(store, mp4, key_for(done.engine), meta), "cached": False}
-            else:
-                delivered = deliver_base64(mp4, settings)
+            delivered = _deliver(mp4, delivery, request, settings, store, key_for(done.engine), done, out_path)
+            delivered.update(caption_result(request, job.audio, store if delivery == "url" else None,
+                                            key_for(done.engine) if delivery == "url" else None))
 
     result = {**delivered, "engine": done.engine.name, "encoder": encoder, **summary, "frames": done.frames, **info}
     if done.failures:
@@ -246,3 +293,14 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
     if done.suspect:
         result["refresh_worker"] = True  # the SDK recycles the worker after this job
     return finish(result)
+
+
+def _deliver(mp4: Path, delivery: str, request: RenderRequest, settings: Settings, store, key: str,
+             done: _Rendered, out_path: str | None) -> dict:
+    if delivery == "path":
+        return deliver_path(mp4, settings, name=request.output.name, exact=out_path)
+    if delivery == "url":
+        meta = {"engine": done.engine.name, "engine_version": done.engine.version,
+                "frames": str(done.frames), "options": request.options_digest()[:16]}
+        return {**deliver_url(store, mp4, key, meta), "cached": False}
+    return deliver_base64(mp4, settings)

@@ -149,7 +149,7 @@ class ModelCache(Generic[T]):
     """
 
     max_entries: int = 4
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _items: dict[Hashable, T] = field(default_factory=dict, repr=False)
 
     def get(self, key: Hashable, load: Callable[[], T]) -> T:

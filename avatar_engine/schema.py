@@ -26,6 +26,31 @@ class OutputOptions(BaseModel):
     )
 
 
+class Wav2LipOptions(BaseModel):
+    """Options only the Wav2Lip engine reads (`{"wav2lip": {...}}`, or the flat `face_box`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    face_box: tuple[int, int, int, int] | None = Field(
+        None, description="Wav2Lip face box override in output pixels: [top, bottom, left, right]")
+
+
+class SadTalkerOptions(BaseModel):
+    """Options only the SadTalker engine reads (`{"sadtalker": {...}}`, or the flat names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preprocess: Literal["crop", "full"] = Field("crop", description="SadTalker: animate a face crop or the full image")
+    pose_style: int = Field(0, ge=0, le=45, description="SadTalker head-pose style")
+    expression_scale: float = Field(1.0, ge=0.0, le=3.0, description="SadTalker expression strength")
+    lip_refine: bool = Field(False, description="SadTalker: repaint the lips with Wav2Lip (needs its checkpoint)")
+
+
+# Flat request keys kept as aliases of the per-engine options (older callers send them at the top level).
+ENGINE_OPTION_ALIASES = {"face_box": "wav2lip", "preprocess": "sadtalker", "pose_style": "sadtalker",
+                         "expression_scale": "sadtalker", "lip_refine": "sadtalker"}
+
+
 class RenderRequest(BaseModel):
     """One render: a portrait, a speech recording and options. Unknown keys are rejected."""
 
@@ -33,6 +58,7 @@ class RenderRequest(BaseModel):
 
     image_url: str | None = Field(None, max_length=4096)
     image_b64: str | None = None
+    avatar_id: str | None = Field(None, max_length=128, description="a named avatar (AVATARS_DIR / AVATARS_PREFIX)")
     audio_url: str | None = Field(None, max_length=4096)
     audio_b64: str | None = None
     engine: EngineName = Field("auto", validation_alias=AliasChoices("engine", "driver"))
@@ -46,17 +72,41 @@ class RenderRequest(BaseModel):
     language: str = Field("en", pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$",
                           description="BCP-47 language of the speech; phoneme lip-sync is used for English")
     transcript: str | None = Field(None, max_length=20000)
+    text: str | None = Field(None, min_length=1, max_length=100_000,
+                             description="words to speak instead of audio (plain text, SSML is not interpreted; "
+                                         "MAX_TEXT_CHARS caps it)")
+    voice: str | None = Field(None, max_length=120, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:+/()-]*$",
+                              description="for text: espeak:<voice> (default: from language) or piper:<name>")
+    captions: Literal["srt", "vtt"] | None = Field(None, description="return a caption file from the word timings")
+    captions_burn: bool = Field(False, description="draw the captions onto the frames")
     qa: bool = Field(False, description="run the A/V sync self-check and report it")
     enhance: bool = Field(False, description="restore the face with GFPGAN (needs its checkpoint)")
     enhance_weight: float = Field(1.0, ge=0.0, le=1.0, description="0 = original face, 1 = fully restored")
-    face_box: tuple[int, int, int, int] | None = Field(
-        None, description="Wav2Lip face box override in output pixels: [top, bottom, left, right]")
-    preprocess: Literal["crop", "full"] = Field("crop", description="SadTalker: animate a face crop or the full image")
-    pose_style: int = Field(0, ge=0, le=45, description="SadTalker head-pose style")
-    expression_scale: float = Field(1.0, ge=0.0, le=3.0, description="SadTalker expression strength")
-    lip_refine: bool = Field(False, description="SadTalker: repaint the lips with Wav2Lip (needs its checkpoint)")
+    wav2lip: Wav2LipOptions = Field(default_factory=lambda: Wav2LipOptions())
+    sadtalker: SadTalkerOptions = Field(default_factory=lambda: SadTalkerOptions())
     cache: bool = True
     output: OutputOptions = Field(default_factory=OutputOptions)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_engine_options(cls, data):
+        # `{"pose_style": 3}` means `{"sadtalker": {"pose_style": 3}}`; both at once must agree.
+        if not isinstance(data, dict) or not any(k in data for k in ENGINE_OPTION_ALIASES):
+            return data
+        data = dict(data)
+        for key, group in ENGINE_OPTION_ALIASES.items():
+            if key not in data:
+                continue
+            value = data.pop(key)
+            nested = data.get(group)
+            nested = dict(nested) if isinstance(nested, dict) else ({} if nested is None else nested)
+            if not isinstance(nested, dict):
+                raise ValueError(f"'{group}' must be an object")
+            if key in nested and nested[key] != value:
+                raise ValueError(f"give '{key}' either at the top level or in '{group}', not two different values")
+            nested[key] = value
+            data[group] = nested
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -72,17 +122,29 @@ class RenderRequest(BaseModel):
     def _one_source_each(self, info: ValidationInfo):
         if info.context and info.context.get("local"):
             return self  # the CLI supplies file bytes itself
-        for kind in ("image", "audio"):
-            given = [n for n in (f"{kind}_url", f"{kind}_b64") if getattr(self, n)]
+        if self.avatar_id is not None:
+            from .avatars import check_avatar_id
+
+            try:
+                check_avatar_id(self.avatar_id)
+            except AvatarError as exc:
+                raise ValueError(exc.message) from None
+        for kind, names in (("image", ("image_url", "image_b64", "avatar_id")),
+                            ("audio", ("audio_url", "audio_b64", "text"))):
+            given = [n for n in names if getattr(self, n)]
             if len(given) != 1:
                 raise ValueError(
-                    f"give exactly one of {kind}_url or {kind}_b64 (got {', '.join(given) or 'neither'})"
+                    f"give exactly one of {' or '.join(names)} (got {', '.join(given) or 'neither'})"
                 )
+        from .captions import check_text_options
+
+        check_text_options(self)
         return self
 
     def options_digest(self) -> str:
         """Hash of the options that change the output (inputs hashed separately, by content)."""
-        opts = self.model_dump(exclude={"image_url", "image_b64", "audio_url", "audio_b64", "output", "cache", "qa"})
+        opts = self.model_dump(exclude={"image_url", "image_b64", "avatar_id", "audio_url", "audio_b64", "output",
+                                        "cache", "qa"})
         return hashlib.sha256(json.dumps(opts, sort_keys=True).encode()).hexdigest()
 
 

@@ -19,6 +19,10 @@ class Settings(BaseSettings):
     wav2lip_ckpt: Path | None = Field(None, description="explicit Wav2Lip checkpoint (WAV2LIP_CKPT)")
     sadtalker_ckpt_dir: Path | None = Field(None, description="SadTalker checkpoint folder (SADTALKER_CKPT_DIR)")
     gfpgan_ckpt: Path | None = Field(None, description="explicit GFPGAN checkpoint (GFPGAN_CKPT)")
+    fomm_ckpt: Path | None = Field(
+        None, description="explicit FOMM vox-256 checkpoint, vox-cpk.pth.tar or vox-adv-cpk.pth.tar (FOMM_CKPT)")
+    diff2lip_ckpt: Path | None = Field(
+        None, description="explicit Diff2Lip checkpoint, a flat state_dict .pt; CC BY-NC 4.0 (DIFF2LIP_CKPT)")
     sadtalker_auto_min_gpu_gb: float = Field(
         6.0, description="`auto` picks SadTalker only on a GPU with this much memory; 0 = also on CPU")
 
@@ -28,6 +32,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = 40_000_000
     max_audio_seconds: float = 300.0
     min_audio_seconds: float = 0.2
+    max_text_chars: int = Field(4000, ge=1, description="longest `text` input, in characters (MAX_TEXT_CHARS)")
     fetch_connect_timeout_s: float = 5.0
     fetch_read_timeout_s: float = 15.0
     fetch_total_timeout_s: float = 60.0
@@ -53,6 +58,8 @@ class Settings(BaseSettings):
     bucket_name: str | None = None
     bucket_region: str | None = None
     media_public_base_url: str | None = Field(None, description="public URL base for S3/R2 objects")
+    avatars_prefix: str = Field("avatars/", description="bucket prefix of named avatars: <prefix><avatar_id>.png|jpg|webp")
+    avatars_dir: Path | None = Field(None, description="baked folder of named avatars, checked before the bucket")
     storage_max_attempts: int = Field(5, ge=1, le=20)
     storage_retry_deadline_s: float = Field(600.0, gt=0)
 

@@ -21,8 +21,8 @@ log = logging.getLogger("avatar_engine")
 
 
 def error_result(exc: AvatarError) -> dict:
-    body = {"code": exc.code, "message": exc.message}
-    return {"error": json.dumps(body)}
+    """`{"error": "<JSON: code, message and, where a stage gave them, details>"}`."""
+    return {"error": json.dumps(exc.to_dict())}
 
 
 def parse_error(error: Any) -> dict:
@@ -63,10 +63,11 @@ def warm_up() -> None:
     so the first job of a warm worker is as fast as the rest."""
     from .engines import ENGINES
     from .face.landmarks import get_face_mesh
-    from .settings import get_settings
+    from .runtime import report_bad_explicit_paths
     from .video_encode import pick_encoder
 
     settings = get_settings()
+    report_bad_explicit_paths(settings)  # once per process: a wrong *_CKPT is a deployment mistake
     get_face_mesh()
     pick_encoder(settings.video_encoder)
     from .restore.stage import gfpgan_checkpoint, load_restorer_model

@@ -38,7 +38,8 @@ build() {
     --build-arg TORCH_SPEC="$TORCH_SPEC" \
     --build-arg TORCH_INDEX_URL= \
     --build-arg PIP_FIND_LINKS="$WHEELS" \
-    -v /etc/ssl/certs:/etc/ssl/certs:ro \
+    --build-arg BUILD_CA_BUNDLE=/etc/ssl/host-certs/ca-certificates.crt \
+    -v /etc/ssl/certs:/etc/ssl/host-certs:ro \
     -v "$WHEELS:$WHEELS:ro" \
     -t "localhost/avatar-renderer:$image-smoke" .
   echo "image-check: $image smoke stage passed in $(( $(date +%s) - t0 )) s"

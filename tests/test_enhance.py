@@ -79,3 +79,18 @@ def test_high_quality_mode_enhances_when_gfpgan_is_mounted(settings, gfpgan_root
     assert "enhanced" not in plain
     unmounted = run_job(_job(portrait_png, seconds=0.25, engine="still", quality_mode="high_quality"), settings=settings)
     assert "error" not in unmounted and "enhanced" not in unmounted
+
+
+def test_wrong_gfpgan_ckpt_renders_high_quality_with_a_warning(settings, portrait_png, tmp_path, caplog):
+    bad = settings.model_copy(update={"gfpgan_ckpt": tmp_path / "nonexistent" / "x.pth"})
+    result = run_job(_job(portrait_png, seconds=0.25, engine="still", quality_mode="high_quality"), settings=bad)
+    assert "error" not in result and "enhanced" not in result, result
+    assert any("GFPGAN_CKPT" in w and "does not exist" in w for w in result["warnings"])
+    asked = parse_error(run_job(_job(portrait_png, engine="still", enhance=True), settings=bad)["error"])
+    assert asked["code"] == "engine_unavailable" and "GFPGAN_CKPT" in asked["message"]
+
+    from avatar_engine.runtime import report_bad_explicit_paths
+
+    with caplog.at_level("WARNING"):
+        report_bad_explicit_paths(bad)
+    assert sum("GFPGAN_CKPT" in r.getMessage() for r in caplog.records) == 1

@@ -14,7 +14,7 @@ import torch
 from avatar_engine.audio.io import decode_audio
 from avatar_engine.engines import ENGINES, candidates, list_engines
 from avatar_engine.engines.base import RenderJob
-from avatar_engine.engines.wav2lip.engine import _MODELS, motion_boxes
+from avatar_engine.engines.wav2lip.engine import load_model, motion_boxes
 from avatar_engine.engines.wav2lip.lips import UPSTREAM_PADS, face_box_from_landmarks
 from avatar_engine.engines.wav2lip.nets import Wav2Lip
 from avatar_engine.errors import AvatarError
@@ -102,11 +102,11 @@ def test_missing_checkpoint_named_when_requested(settings, portrait_png, short_w
 
 def test_model_loads_once_per_file_version(model_root):
     path = model_root / "wav2lip" / "wav2lip_gan.pth"
-    model, device = _MODELS.get(path)
-    assert _MODELS.get(path)[0] is model and device.type == _DEVICE
+    model, device = load_model(path)
+    assert load_model(path)[0] is model and device.type == _DEVICE
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    assert _MODELS.get(path)[0] is not model  # a replaced checkpoint is picked up
+    assert load_model(path)[0] is not model  # a replaced checkpoint is picked up
 
 
 def test_face_box_outside_the_image_is_invalid(with_model, portrait_png, short_wav):
@@ -181,7 +181,7 @@ def test_only_the_lower_face_changes(with_model, portrait_png, short_wav, face_b
 @pytest.mark.slow
 def test_refine_lips_tracks_the_face_in_any_frames(with_model, portrait_png, short_wav):
     """SadTalker's `lip_refine`: Wav2Lip over frames it did not make, the face tracked per frame."""
-    from avatar_engine.engines.wav2lip.engine import refine_lips
+    refine_lips = ENGINES["wav2lip"].refine
 
     job = _job(with_model, portrait_png, short_wav, 6)
     source = [np.roll(job.image, shift, axis=1) for shift in range(6)]  # a face that moves sideways
@@ -192,7 +192,7 @@ def test_refine_lips_tracks_the_face_in_any_frames(with_model, portrait_png, sho
 
 
 def test_refine_lips_without_checkpoint_is_named(settings, portrait_png, short_wav):
-    from avatar_engine.engines.wav2lip.engine import refine_lips
+    refine_lips = ENGINES["wav2lip"].refine
 
     job = _job(settings, portrait_png, short_wav, 3)
     with pytest.raises(AvatarError) as err:

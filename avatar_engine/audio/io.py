@@ -34,6 +34,8 @@ class AudioClip:
     samples: np.ndarray  # float32 (channels, m), at `rate`
     rate: int
     duration_s: float
+    # what is said when (speech/timeline.py): set for synthesized text, or from a transcript's alignment
+    timeline: object | None = None
 
     @property
     def channels(self) -> int:

@@ -24,9 +24,13 @@ def register(engine: Engine) -> Engine:
     return engine
 
 
-register(SadTalkerEngine())
-register(Wav2LipEngine())
-register(ParametricEngine())
+# Engines meet only here: Wav2Lip paints lips on the parametric engine's motion plan, and SadTalker's
+# `lip_refine` hands its frames to Wav2Lip's lip stage.
+_parametric = ParametricEngine()
+_wav2lip = Wav2LipEngine(motion=_parametric)
+register(SadTalkerEngine(lips=_wav2lip))
+register(_wav2lip)
+register(_parametric)
 register(StillEngine())
 
 

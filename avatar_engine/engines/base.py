@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -60,3 +60,34 @@ class Engine(ABC):
 
     @abstractmethod
     def prepare(self, job: RenderJob) -> PreparedRender: ...
+
+
+# --- interfaces engines offer each other (wired by the registry, never imported across engines) ------
+
+
+@runtime_checkable
+class MotionPlan(Protocol):
+    """A clip's head motion and blinks, planned before any frame is drawn (the parametric engine's)."""
+
+    n_frames: int
+    info: dict
+
+    def landmarks(self, index: int) -> np.ndarray:
+        """(468, 2|3) landmark positions of frame `index`, without rendering it (for placing face boxes)."""
+
+    def frames(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(RGB frame, its landmark positions) per video frame, in order."""
+
+
+@runtime_checkable
+class MotionSource(Protocol):
+    """An engine that plans head motion other engines paint lips onto."""
+
+    def motion(self, job: RenderJob, *, animate_mouth: bool) -> MotionPlan: ...
+
+
+@runtime_checkable
+class LipStage(Protocol):
+    """An engine that repaints the lips of another engine's frames from the job's speech."""
+
+    def refine(self, frames: Iterable[np.ndarray], job: RenderJob) -> Iterator[np.ndarray]: ...

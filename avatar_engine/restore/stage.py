@@ -6,55 +6,35 @@ fixed noise buffers, so a still face restores identically in every frame: no fli
 
 from __future__ import annotations
 
-import logging
-import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from ..errors import AvatarError
+from ..runtime import CheckpointLookup, ModelCache, file_key, find_checkpoint, torch_device
 from ..settings import Settings
 
-log = logging.getLogger(__name__)
+CHECKPOINT_NAMES = ("GFPGANv1.4.pth", "GFPGANv1.3.pth")
+_MODELS: ModelCache = ModelCache(max_entries=2)
 
-_NAMES = ("GFPGANv1.4.pth", "GFPGANv1.3.pth")
-_models: dict[tuple, object] = {}
-_lock = threading.Lock()
+
+def lookup(settings: Settings) -> CheckpointLookup:
+    """GFPGAN_CKPT, else MODEL_ROOT/gfpgan/GFPGANv1.4.pth, else .../GFPGANv1.3.pth."""
+    return find_checkpoint(settings.gfpgan_ckpt, "GFPGAN_CKPT", settings.model_root, "gfpgan", CHECKPOINT_NAMES)
 
 
 def gfpgan_checkpoint(settings: Settings) -> Path | None:
-    """GFPGAN_CKPT if set, else MODEL_ROOT/gfpgan/GFPGANv1.4.pth (or v1.3)."""
-    if settings.gfpgan_ckpt:
-        return Path(settings.gfpgan_ckpt)
-    for name in _NAMES:
-        path = Path(settings.model_root) / "gfpgan" / name
-        if path.is_file():
-            return path
-    return None
-
-
-def _device():
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """The GFPGAN file to use, or None when none is usable."""
+    return lookup(settings).path
 
 
 def load_restorer_model(settings: Settings):
     """The GFPGAN network for these settings; `engine_unavailable` when there is no usable file."""
     from .nets import load_gfpgan
 
-    path = gfpgan_checkpoint(settings)
-    if path is None:
-        expected = Path(settings.model_root) / "gfpgan" / _NAMES[0]
-        raise AvatarError("engine_unavailable", f"enhance needs the GFPGAN checkpoint: put GFPGANv1.4.pth at {expected} "
-                                                "or set GFPGAN_CKPT (or send enhance: false)")
-    stat = path.stat() if path.exists() else None
-    key = (str(path.resolve()), stat.st_mtime_ns if stat else None)
-    with _lock:
-        if key not in _models:
-            _models[key] = load_gfpgan(path, device=_device())
-        return _models[key]
+    path = lookup(settings).require("enhance needs the GFPGAN checkpoint (or send enhance: false)")
+    device = torch_device()
+    return _MODELS.get((file_key(path), device.type), lambda: load_gfpgan(path, device=device))
 
 
 def enhance_frames(frames: Iterable[np.ndarray], model, weight: float, *, cpu_bf16: bool = False
@@ -64,7 +44,7 @@ def enhance_frames(frames: Iterable[np.ndarray], model, weight: float, *, cpu_bf
     from ..face.points import five_points
     from .face import FaceRestorer
 
-    restorer = FaceRestorer(model, device=_device(), weight=weight, cpu_bf16=cpu_bf16)
+    restorer = FaceRestorer(model, device=next(model.parameters()).device, weight=weight, cpu_bf16=cpu_bf16)
     tracker = FaceTracker()
     previous, restored = None, None
     for frame in frames:

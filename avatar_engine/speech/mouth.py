@@ -32,22 +32,27 @@ def _signal_shapes(f: FrameFeatures) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def mouth_track(wav16k: np.ndarray, n_frames: int, fps: float, *, lipsync: str = "auto",
-                language: str = "en", transcript: str | None = None) -> MouthTrack:
+                language: str = "en", transcript: str | None = None, timeline=None) -> MouthTrack:
     """Phonemes for English (aligned to `transcript` when given), the signal path otherwise.
 
+    A `timeline` (speech/timeline.py: a synthesizer's, exact in any language, or a transcript's
+    alignment done already for captions) is used instead of recognition unless `lipsync` is "signal".
     Phoneme shapes are scaled by loudness so a mis-recognised phone in a quiet stretch cannot
     open the mouth, and silence always keeps it closed.
     """
     feats = frame_features(wav16k, n_frames, fps)
     open_s, width_s, round_s = _signal_shapes(feats)
     english = language.lower().startswith("en")
-    if lipsync == "signal" or (lipsync == "auto" and not english):
+    given = timeline is not None and bool(timeline.phones)
+    if lipsync == "signal" or (lipsync == "auto" and not english and not given):
         return MouthTrack(open_s, width_s, round_s, feats.loudness, "signal")
     from .phonemes import align_phones, recognize_phones
     from .visemes import viseme_track
 
     phones, method = None, "phonemes"
-    if transcript:
+    if given:
+        phones, method = list(timeline.phones), timeline.source  # "synthesizer" or "alignment"
+    elif transcript:
         phones, method = align_phones(wav16k, transcript), "alignment"
     if not phones:
         phones, method = recognize_phones(wav16k), "phonemes"

@@ -48,8 +48,9 @@ def _align_decoder():
     from pocketsphinx import Decoder
 
     d = _model_dir()
+    # bestpath=False: the second, phone-level pass (set_alignment) needs the first pass's lattice-free result
     return Decoder(hmm=os.path.join(d, "en-us"), dict=os.path.join(d, "cmudict-en-us.dict"),
-                   beam=1e-80, wbeam=1e-60, pbeam=1e-80, loglevel="FATAL")
+                   beam=1e-80, wbeam=1e-60, pbeam=1e-80, bestpath=False, loglevel="FATAL")
 
 
 def _pcm16(wav16k: np.ndarray) -> bytes:
@@ -78,6 +79,15 @@ def _known_words(dec, transcript: str) -> list[str]:
 
 def align_phones(wav16k: np.ndarray, transcript: str) -> list[Phone] | None:
     """Forced alignment of a known transcript; None when it fails (unknown words, mismatch)."""
+    aligned = align(wav16k, transcript)
+    return aligned[0] if aligned else None
+
+
+def align(wav16k: np.ndarray, transcript: str) -> tuple[list[Phone], list[Phone]] | None:
+    """(phones, words) of a forced alignment; words are dictionary words (lower case), silences left out.
+
+    Transcript words the dictionary does not know are skipped, as in `align_phones`.
+    """
     with _lock:
         dec = _align_decoder()
         words = _known_words(dec, transcript)
@@ -85,17 +95,24 @@ def align_phones(wav16k: np.ndarray, transcript: str) -> list[Phone] | None:
             return None
         try:
             dec.set_align_text(" ".join(words))
-            dec.start_utt()
-            dec.process_raw(_pcm16(wav16k), full_utt=True)
-            dec.end_utt()
+            pcm = _pcm16(wav16k)
+            for phone_pass in (False, True):  # words first, then phones within them
+                if phone_pass:
+                    dec.set_alignment()
+                dec.start_utt()
+                dec.process_raw(pcm, full_utt=True)
+                dec.end_utt()
             alignment = dec.get_alignment()
         except (RuntimeError, ValueError) as exc:
             log.info("forced alignment failed: %s", exc)
             return None
         if alignment is None:
             return None
-        phones = []
+        phones, words = [], []
         for word in alignment:
+            if not word.name.startswith("<") and word.name.lower() != "sil":
+                words.append(Phone(word.name.split("(")[0].lower(), word.start * _FRAME_S,
+                                   (word.start + word.duration) * _FRAME_S))
             for ph in word:
                 phones.append(Phone(_clean(ph.name), ph.start * _FRAME_S, (ph.start + ph.duration) * _FRAME_S))
-    return phones or None
+    return (phones, words) if phones else None

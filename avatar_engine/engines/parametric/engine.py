@@ -31,7 +31,7 @@ class ParametricEngine(Engine):
         motion = self.motion(job, animate_mouth=True)
         return PreparedRender(frames=(frame for frame, _ in motion.frames()), info=motion.info)
 
-    def motion(self, job: RenderJob, *, animate_mouth: bool) -> "Motion":
+    def motion(self, job: RenderJob, *, animate_mouth: bool) -> Motion:
         """The per-clip plan. With `animate_mouth=False` the lips stay at rest (closed) while the
         head moves and the eyes blink: the base other lip engines (Wav2Lip) paint lips onto."""
         req = job.request
@@ -53,7 +53,7 @@ class ParametricEngine(Engine):
 
 @dataclass
 class Motion:
-    """Everything per clip; `frames()` does only per-frame work."""
+    """Everything per clip; `frames()` does only per-frame work. Implements `engines.base.MotionPlan`."""
 
     rig: FaceRig
     style: MouthStyle
@@ -71,6 +71,10 @@ class Motion:
                           round=float(self.track.round[i]))
         head = self.head
         return coeffs, (float(head.roll_deg[i]), float(head.tx[i]), float(head.ty[i]), float(head.scale[i]))
+
+    def landmarks(self, i: int) -> np.ndarray:
+        """Landmark positions of frame i, without rendering it."""
+        return self.rig.landmarks_at(*self.coeffs_pose(i))
 
     def frames(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(RGB frame, its 468 landmark positions) per video frame."""

@@ -13,8 +13,6 @@ two release layouts). torch and the networks are imported only when this engine 
 from __future__ import annotations
 
 import dataclasses
-import os
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -25,21 +23,22 @@ from ...errors import AvatarError
 from ...face.blend import SquarePaster, extract_square, square_box
 from ...face.locate import locate_face
 from ...face.points import five_points
+from ...runtime import GIB, ModelCache, find_checkpoint_dir, gpu_free_bytes, torch_device, use_threads
 from ...settings import Settings
-from ..base import Engine, EngineStatus, PreparedRender, RenderJob
+from ..base import Engine, EngineStatus, LipStage, PreparedRender, RenderJob
 
 if TYPE_CHECKING:
     import torch
 
     from .checkpoints import SadTalkerNets
 
-_GIB = 1024 ** 3
 PREPROCESS_MODES = ("crop", "full")
 
 
 def checkpoint_dir(settings: Settings) -> Path:
-    """SADTALKER_CKPT_DIR when set, else MODEL_ROOT/sadtalker."""
-    return Path(settings.sadtalker_ckpt_dir) if settings.sadtalker_ckpt_dir else Path(settings.model_root) / "sadtalker"
+    """SADTALKER_CKPT_DIR when set, else MODEL_ROOT/sadtalker (the runtime's checkpoint policy for a folder)."""
+    return find_checkpoint_dir(settings.sadtalker_ckpt_dir, "SADTALKER_CKPT_DIR", settings.model_root,
+                               "sadtalker").candidates[0]
 
 
 def _layout_files() -> dict[str, str]:
@@ -94,34 +93,27 @@ def _missing_reason(ckpt_dir: Path, preprocess: str) -> str:
             "(set SADTALKER_CKPT_DIR or MODEL_ROOT)")
 
 
-def _device() -> torch.device:
-    import torch
-
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 class _NetCache:
-    """Networks loaded once per process, by (folder, size, MappingNet file). Sets that differ only in the
-    MappingNet (crop vs full) share every other network, so a second mode costs one 40 MB file."""
+    """Networks loaded once per process (the runtime's `ModelCache`), by (folder, size, MappingNet file,
+    device). Sets that differ only in the MappingNet (crop vs full) share every other network, so a
+    second mode costs one 40 MB file."""
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self._nets: dict[tuple[str, int, str], SadTalkerNets] = {}
+        self._cache: ModelCache = ModelCache(max_entries=4)
 
     def get(self, ckpt_dir: Path, size: int, preprocess: str) -> tuple[SadTalkerNets, torch.device]:
         from . import checkpoints as ck
 
-        device = _device()
-        folder = str(Path(ckpt_dir).resolve())
-        key = (folder, size, ck.mapping_name(preprocess))
-        with self._lock:
-            nets = self._nets.get(key)
-            if nets is None:
-                sibling = next((n for k, n in self._nets.items() if k[:2] == key[:2]), None)
-                nets = self._with_mapping(sibling, ckpt_dir, size, preprocess, device) if sibling else \
-                    self._load(ckpt_dir, size, preprocess, device)
-                self._nets[key] = nets
-            return nets, device
+        device = torch_device()
+        key = (str(Path(ckpt_dir).resolve()), size, ck.mapping_name(preprocess), device.type)
+
+        def load() -> SadTalkerNets:
+            sibling = self._cache.find(lambda k: k[:2] == key[:2] and k[3] == key[3])
+            if sibling is not None:
+                return self._with_mapping(sibling, ckpt_dir, size, preprocess, device)
+            return self._load(ckpt_dir, size, preprocess, device)
+
+        return self._cache.get(key, load), device
 
     @staticmethod
     def _load(ckpt_dir: Path, size: int, preprocess: str, device) -> SadTalkerNets:
@@ -149,8 +141,7 @@ class _NetCache:
         return dataclasses.replace(sibling, mapping=mapping.to(device), preprocess=preprocess, checkpoints=found)
 
     def clear(self) -> None:
-        with self._lock:
-            self._nets.clear()
+        self._cache.clear()
 
 
 NETS = _NetCache()
@@ -165,18 +156,9 @@ def batch_size(device: torch.device, size: int) -> int:
     """Frames per generator forward: `CPU_BATCH` on CPU; on a GPU by free memory (a quarter at 512 px)."""
     if device.type != "cuda":
         return CPU_BATCH[size]
-    import torch
-
-    free, _ = torch.cuda.mem_get_info(device)
-    per_256 = 32 if free > 12 * _GIB else 16 if free > 6 * _GIB else 8
+    free = gpu_free_bytes(device)
+    per_256 = 32 if free > 12 * GIB else 16 if free > 6 * GIB else 8
     return per_256 if size == 256 else max(1, per_256 // 4)
-
-
-def _use_threads(settings: Settings, device: torch.device) -> None:
-    if device.type == "cpu":
-        import torch
-
-        torch.set_num_threads(settings.torch_threads or os.cpu_count() or 1)
 
 
 def _to_tensor(img_u8: np.ndarray, device) -> torch.Tensor:
@@ -186,8 +168,13 @@ def _to_tensor(img_u8: np.ndarray, device) -> torch.Tensor:
 
 
 class SadTalkerEngine(Engine):
+    """SadTalker motion and faces; `lip_refine` hands the frames to a `LipStage` (Wav2Lip, wired by the registry)."""
+
     name = "sadtalker"
     version = "1"
+
+    def __init__(self, lips: LipStage | None = None):
+        self._lips = lips
 
     def status(self, settings: Settings) -> EngineStatus:
         d = checkpoint_dir(settings)
@@ -220,7 +207,8 @@ class SadTalkerEngine(Engine):
         from .preprocess import coeffs_from_image
 
         req = job.request
-        preprocess = req.preprocess
+        opts = req.sadtalker
+        preprocess = opts.preprocess
         if preprocess not in PREPROCESS_MODES:
             raise AvatarError("invalid_input", f"preprocess must be one of {PREPROCESS_MODES}, got {preprocess!r}")
         d = checkpoint_dir(job.settings)
@@ -235,7 +223,7 @@ class SadTalkerEngine(Engine):
         lm5 = five_points(points)
 
         nets, device = NETS.get(d, size, preprocess)
-        _use_threads(job.settings, device)
+        use_threads(job.settings, device)
         # both modes animate a face crop pasted back with a feathered mask; `full` (upstream's name for
         # "keep the whole picture") also feeds the crop geometry to the 73-input MappingNet
         box = square_box(lm5, (h, w))
@@ -246,8 +234,8 @@ class SadTalkerEngine(Engine):
 
         ref = coeffs_from_image(nets.reconnet, source, lm_src)  # (1, 73): exp, angle, trans, crop params
         coeffs = driving_coeffs(job.audio.analysis, ref[0, :70], nets.audio2exp, nets.audio2pose, fps=job.fps,
-                                n_frames=job.n_frames, pose_style=req.pose_style, seed=req.seed, still=req.still,
-                                expression_scale=req.expression_scale)
+                                n_frames=job.n_frames, pose_style=opts.pose_style, seed=req.seed, still=req.still,
+                                expression_scale=opts.expression_scale)
         n_sem = nets.mapping.first[0].in_channels  # 70, or 73 for `full` (+ the source's crop params)
         if n_sem > 70:
             coeffs = np.concatenate([coeffs, np.repeat(ref[:, 70:n_sem], len(coeffs), axis=0)], axis=1)
@@ -261,12 +249,12 @@ class SadTalkerEngine(Engine):
 
         bs = batch_size(device, size)
         frames = _frames(nets, device, coeffs, kp_canonical, kp_source, feature, place, bs, job)
-        if req.lip_refine:
-            from ..wav2lip.engine import refine_lips
-
-            frames = refine_lips(frames, job)
+        if opts.lip_refine:
+            if self._lips is None:
+                raise AvatarError("engine_unavailable", "lip_refine needs the Wav2Lip engine, which this worker lacks")
+            frames = self._lips.refine(frames, job)
         info = {"face_box": face_box, "size": size, "preprocess": preprocess, "device": str(device),
-                "batch_size": bs, "crop_box": box.as_list(), **({"lip_refine": "wav2lip"} if req.lip_refine else {})}
+                "batch_size": bs, "crop_box": box.as_list(), **({"lip_refine": "wav2lip"} if opts.lip_refine else {})}
         return PreparedRender(frames=frames, info=info)
 
 

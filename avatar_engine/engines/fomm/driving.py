@@ -1,0 +1,252 @@
+"""The driving (reference) video for FOMM: decode, resample to the output fps, crop the face, loop.
+
+FOMM transfers the motion of a driving face video onto the portrait, so the clip must be decoded to
+RGB frames at the render's fps, cropped to the 256x256 face window the networks were trained on
+(VoxCeleb crops: the head fills most of the frame), and stretched to the audio's length.
+
+Decoding streams: only the frames the output timeline picks are converted and cropped, so memory is
+(output frames x 256 x 256 x 3) whatever the source resolution.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Callable, Sequence, TypeVar
+
+import numpy as np
+
+from ...errors import AvatarError
+
+FACE_SIZE = 256
+Box = tuple[int, int, int, int]  # (left, top, right, bottom) in source pixels, right/bottom exclusive
+BoxFn = Callable[[np.ndarray], "Box | None"]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DrivingLimits:
+    """Caps on a driving video; over any of them is `input_too_large`."""
+
+    max_bytes: int = 100 * 1024 * 1024
+    max_pixels: int = 3840 * 2160  # per frame: 4K UHD
+    max_seconds: float = 300.0
+    max_frames: int = 18_000  # output frames (300 s at 60 fps)
+    max_output_bytes: int = 4 * 1024 ** 3  # the decoded output array (uncropped decoding only gets near it)
+
+
+@dataclass
+class DrivingClip:
+    """RGB frames on the output timeline: frame i shows the source at time i / fps."""
+
+    frames: np.ndarray  # (N, H, W, 3) uint8; H = W = size when cropped
+    fps: float
+    source_fps: float | None  # the stream's average frame rate, when the container states one
+    source_size: tuple[int, int]  # (width, height) of the decoded video
+    box: Box | None  # the square crop window in source pixels (None: uncropped)
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.frames) / self.fps
+
+
+def square_box(box: Box) -> Box:
+    """The square with the same centre as `box` whose side is the box's longer side (may leave the frame:
+    `crop_square` pads by repeating the edge, so the face is not shifted off-centre at a border)."""
+    left, top, right, bottom = box
+    side = max(right - left, bottom - top, 1)
+    cx, cy = (left + right) / 2, (top + bottom) / 2
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    return x0, y0, x0 + side, y0 + side
+
+
+def centre_box(frame_hw: tuple[int, int]) -> Box:
+    """The largest centred square: the crop used when no box function is given."""
+    h, w = frame_hw
+    side = min(h, w)
+    x0, y0 = (w - side) // 2, (h - side) // 2
+    return x0, y0, x0 + side, y0 + side
+
+
+def crop_square(frame: np.ndarray, box: Box, size: int = FACE_SIZE) -> np.ndarray:
+    """Cut the square `box` out of an RGB frame (edge-replicating outside it) and resize to size x size."""
+    import cv2
+
+    left, top, right, bottom = box
+    h, w = frame.shape[:2]
+    pad = max(0, -left, -top, right - w, bottom - h)
+    if pad:
+        frame = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        left, top, right, bottom = left + pad, top + pad, right + pad, bottom + pad
+    patch = frame[top:bottom, left:right]
+    interp = cv2.INTER_AREA if patch.shape[0] > size else cv2.INTER_LINEAR
+    return np.ascontiguousarray(cv2.resize(patch, (size, size), interpolation=interp))
+
+
+class _NearestResampler:
+    """Streams (time, frame) pairs in presentation order and picks, for every output time i / fps,
+    the frame whose timestamp is nearest (ties go to the earlier frame)."""
+
+    def __init__(self, fps: float, convert: Callable[[object], np.ndarray]):
+        self.fps = fps
+        self.convert = convert
+        self.next_index = 0
+        self.prev: tuple[float, object] | None = None
+        self._cache: tuple[object, np.ndarray] | None = None  # (frame, converted): a repeat is not re-cropped
+        self.out: list[np.ndarray] = []
+
+    def _emit(self, frame) -> None:
+        if self._cache is None or self._cache[0] is not frame:
+            self._cache = (frame, self.convert(frame))
+        self.out.append(self._cache[1])
+
+    def push(self, t: float, frame) -> None:
+        if self.prev is not None and t < self.prev[0]:
+            t = self.prev[0]  # a broken, non-monotonic timestamp: keep the order we were given
+        while self.next_index / self.fps <= t:
+            target = self.next_index / self.fps
+            if self.prev is not None and target - self.prev[0] <= t - target:
+                self._emit(self.prev[1])
+            else:
+                self._emit(frame)
+            self.next_index += 1
+        self.prev = (t, frame)
+
+    def finish(self, end: float) -> None:
+        """Fill the output times before `end` (the end of the last frame's display) with the last frame."""
+        if self.prev is None:
+            return
+        while self.next_index / self.fps < end - 1e-9 or not self.out:
+            self._emit(self.prev[1])
+            self.next_index += 1
+
+
+def decode_driving_video(
+    data: bytes,
+    fps: float,
+    *,
+    size: int | None = FACE_SIZE,
+    box_fn: BoxFn | None = None,
+    limits: DrivingLimits = DrivingLimits(),
+    stop_after: int | None = None,
+) -> DrivingClip:
+    """Decode a driving video (any container/codec PyAV reads: MP4, WebM, MOV, MKV...) onto an `fps` timeline.
+
+    Frame i of the result is the source frame nearest to time i / fps (timestamps relative to the first
+    frame); the clip lasts until the last source frame's display ends. With `size` set, every frame is
+    cropped to one fixed square window and resized to size x size: `box_fn(first_rgb_frame)` gives the
+    window (e.g. a face box from the face kit; made square around its centre), None or no `box_fn`
+    takes the centred square. One window for the whole clip keeps the head's motion in the frames
+    (a per-frame face box would cancel it). `size=None` keeps full frames. `stop_after` ends decoding
+    once that many output frames exist (a driving video longer than the audio is not decoded to its end).
+
+    Raises AvatarError `unsupported_media` (not a video, no video stream, corrupt/truncated, no frames)
+    or `input_too_large` (bytes, pixels per frame, duration or frame count over `limits`).
+    """
+    import av
+
+    if not fps or fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if not data:
+        raise AvatarError("unsupported_media", "the driving video is empty")
+    if len(data) > limits.max_bytes:
+        raise AvatarError("input_too_large", f"the driving video is {len(data)} bytes; the limit is {limits.max_bytes}")
+    try:
+        container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
+    except (av.FFmpegError, ValueError, OSError) as exc:
+        raise AvatarError("unsupported_media",
+                          f"the driving video could not be opened as a video file ({exc})") from None
+    with container:
+        if not container.streams.video:
+            raise AvatarError("unsupported_media", "the driving video has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        _check_pixels(stream.codec_context.width or 0, stream.codec_context.height or 0, limits)
+        if container.duration and container.duration / av.time_base > limits.max_seconds + 1:
+            raise AvatarError("input_too_large", f"the driving video lasts {container.duration / av.time_base:.1f} s; "
+                                                 f"the limit is {limits.max_seconds:g} s")
+        rate = float(stream.average_rate) if stream.average_rate else None
+        state: dict = {"box": None, "size": None}
+
+        def convert(frame) -> np.ndarray:
+            rgb = frame.to_ndarray(format="rgb24")
+            if size is None:
+                return rgb
+            if state["box"] is None:
+                found = box_fn(rgb) if box_fn is not None else None
+                state["box"] = square_box(found) if found is not None else centre_box(rgb.shape[:2])
+            return crop_square(rgb, state["box"], size)
+
+        resampler = _NearestResampler(fps, convert)
+        t0: float | None = None
+        last_t = 0.0
+        count = 0
+        try:
+            for frame in container.decode(stream):
+                _check_pixels(frame.width, frame.height, limits)
+                state["size"] = (frame.width, frame.height)
+                t = frame.time if frame.time is not None else count / (rate or fps)
+                if t0 is None:
+                    t0 = t
+                t -= t0
+                if t > limits.max_seconds:
+                    raise AvatarError("input_too_large", f"the driving video lasts over {limits.max_seconds:g} s")
+                resampler.push(t, frame)
+                last_t = max(last_t, t)
+                count += 1
+                _check_output(resampler.out, limits)
+                if stop_after is not None and len(resampler.out) >= stop_after:
+                    break
+        except av.FFmpegError as exc:
+            raise AvatarError("unsupported_media", f"the driving video is corrupt or truncated ({exc})") from None
+        if count == 0:
+            raise AvatarError("unsupported_media", "the driving video has no decodable frames")
+        frame_s = 1.0 / rate if rate else (last_t / (count - 1) if count > 1 else 1.0 / fps)
+        if stop_after is None or len(resampler.out) < stop_after:
+            resampler.finish(min(last_t + frame_s, limits.max_seconds))
+        if stop_after is not None:
+            del resampler.out[stop_after:]
+        _check_output(resampler.out, limits)
+    return DrivingClip(
+        frames=np.stack(resampler.out),
+        fps=float(fps),
+        source_fps=rate,
+        source_size=state["size"],
+        box=state["box"],
+    )
+
+
+def _check_pixels(width: int, height: int, limits: DrivingLimits) -> None:
+    if width * height > limits.max_pixels:
+        raise AvatarError("input_too_large",
+                          f"the driving video is {width}x{height}; the limit is {limits.max_pixels} pixels per frame")
+
+
+def _check_output(frames: list[np.ndarray], limits: DrivingLimits) -> None:
+    if len(frames) > limits.max_frames:
+        raise AvatarError("input_too_large", f"the driving video gives over {limits.max_frames} frames at this fps")
+    if frames and len(frames) * frames[0].nbytes > limits.max_output_bytes:
+        raise AvatarError("input_too_large",
+                          f"the decoded driving video would exceed {limits.max_output_bytes} bytes; "
+                          "crop it or lower the fps")
+
+
+def pingpong_indices(length: int, n: int) -> np.ndarray:
+    """n indices into a clip of `length` frames: 0, 1, ..., L-1, L-2, ..., 1, 0, 1, ... (no jump)."""
+    if length <= 0:
+        raise ValueError("cannot loop an empty clip")
+    if length == 1:
+        return np.zeros(n, dtype=np.int64)
+    period = 2 * (length - 1)
+    phase = np.arange(n, dtype=np.int64) % period
+    return np.where(phase < length, phase, period - phase)
+
+
+def loop_to(frames: Sequence[T] | np.ndarray, n: int) -> list[T] | np.ndarray:
+    """`frames` extended (or cut) to exactly n, playing back and forth so motion never jumps.
+    Arrays give an array (a gather along axis 0), sequences give a list."""
+    idx = pingpong_indices(len(frames), n)
+    if isinstance(frames, np.ndarray):
+        return frames[idx]
+    return [frames[i] for i in idx]
+

@@ -1,0 +1,123 @@
+"""Named avatars: ids that try to leave the folder are refused, the folder and a bucket are listed,
+a request with `avatar_id` renders through the real local server, faces are detected once per image."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+
+from avatar_engine import avatars
+from avatar_engine.client import AvatarClient, ClientConfig
+from avatar_engine.errors import AvatarError
+from avatar_engine.image_io import decode_image, fit_image
+from avatar_engine.schema import parse_request
+from avatar_engine.settings import Settings
+from tests.support.media import probe_mp4
+
+TRICKS = {
+    "../alice": "path separators",
+    "..": "'..'",
+    "a..b": "'..'",
+    "/etc/passwd": "absolute paths",
+    "C:evil": "absolute paths",
+    "team/alice": "path separators",
+    "..%2Falice": "URL-encoded",
+    "alice%00": "URL-encoded",
+    "%2e%2e": "URL-encoded",
+    "..\\alice": "backslashes",
+    "alice\x00": "control characters",
+    ".hidden": "letters, digits",
+    "": "non-empty",
+}
+
+
+@pytest.fixture
+def dir_settings(avatars_dir, tmp_path) -> Settings:
+    return Settings(avatars_dir=avatars_dir, media_bucket=None, model_root=tmp_path / "none")
+
+
+@pytest.mark.parametrize("avatar_id", list(TRICKS))
+def test_path_tricks_are_refused(avatar_id, dir_settings):
+    with pytest.raises(AvatarError) as caught:
+        avatars.load_avatar_image(avatar_id, dir_settings)
+    assert caught.value.code == "invalid_input" and TRICKS[avatar_id] in caught.value.message
+    if avatar_id:  # the request is refused at validation too, before anything is read
+        with pytest.raises(AvatarError) as caught:
+            parse_request({"avatar_id": avatar_id, "audio_b64": "aGk="})
+        assert caught.value.code == "invalid_input" and "avatar_id" in caught.value.message
+
+
+def test_symlink_out_of_the_folder_is_refused_and_not_listed(dir_settings):
+    with pytest.raises(AvatarError, match="outside AVATARS_DIR") as caught:
+        avatars.load_avatar_image("evil", dir_settings)
+    assert caught.value.code == "invalid_input"
+    listed = [a.to_dict() for a in avatars.list_avatars(dir_settings)]
+    assert listed == [{"id": "alice", "source": "dir", "file": "alice.png",
+                       "size_bytes": (dir_settings.avatars_dir / "alice.png").stat().st_size}]
+    with pytest.raises(AvatarError, match="unknown avatar_id 'bob'"):
+        avatars.load_avatar_image("bob", dir_settings)
+
+
+def test_avatar_id_is_exclusive_with_image():
+    with pytest.raises(AvatarError, match="exactly one of image_url or image_b64 or avatar_id"):
+        parse_request({"avatar_id": "alice", "image_b64": "aGk=", "audio_b64": "aGk="})
+    assert parse_request({"avatar_id": "alice", "audio_b64": "aGk="}).avatar_id == "alice"
+
+
+class _Blob:
+    def __init__(self, name, data):
+        self.name, self.size, self._data = name, len(data), data
+
+    def download_as_bytes(self):
+        return self._data
+
+
+class _Bucket:
+    """The two google-cloud-storage Bucket calls avatars.py makes."""
+
+    def __init__(self, objects):
+        self.objects = objects
+
+    def list_blobs(self, prefix, delimiter):
+        return [_Blob(k, v) for k, v in self.objects.items() if k.startswith(prefix) and "/" not in k[len(prefix):]]
+
+    def get_blob(self, key):
+        return _Blob(key, self.objects[key]) if key in self.objects else None
+
+
+def test_bucket_avatars(monkeypatch, tmp_path, portrait_png):
+    store = type("GCSLike", (), {})()
+    store._bucket = _Bucket({"avatars/bob.jpg": portrait_png, "avatars/deep/x.png": b"no", "avatars/r.txt": b"no",
+                             "other/carol.png": b"no"})
+    monkeypatch.setattr(avatars, "_avatar_store", lambda settings: store)
+    settings = Settings(avatars_dir=None, model_root=tmp_path)
+    assert [(a.id, a.source, a.size_bytes) for a in avatars.list_avatars(settings)] == [
+        ("bob", "bucket", len(portrait_png))]
+    assert avatars.load_avatar_image("bob", settings) == portrait_png
+    with pytest.raises(AvatarError, match="unknown avatar_id 'carol'"):
+        avatars.load_avatar_image("carol", settings)
+
+
+def test_render_by_avatar_id_through_the_local_server(local_api, short_wav):
+    client = AvatarClient(ClientConfig(base_url=local_api))
+    payload = {"avatar_id": "alice", "audio_b64": base64.b64encode(short_wav).decode(), "size": 256,
+               "engine": "parametric"}
+    result = client.render(payload, timeout_s=120)
+    assert probe_mp4(base64.b64decode(result.video_b64))["frames"] == 53
+    failed = client.run_sync({**payload, "avatar_id": "evil"})
+    assert failed.error["code"] == "invalid_input"
+
+
+def test_faces_are_detected_once_per_image(portrait_png):
+    image = fit_image(decode_image(portrait_png, max_pixels=40_000_000), 256)
+    before = dict(avatars.face_cache_stats)
+    first = avatars.detect_faces(image)
+    second = avatars.detect_faces(image.copy())  # same pixels, another array: a cache hit
+    assert first and [f.box.tolist() for f in first] == [f.box.tolist() for f in second]
+    assert avatars.face_cache_stats["misses"] - before["misses"] <= 1
+    assert avatars.face_cache_stats["hits"] - before["hits"] >= 1
+    other = np.ascontiguousarray(image[:, ::-1])
+    avatars.detect_faces(other)
+    assert avatars.face_cache_stats["misses"] - before["misses"] >= 1
