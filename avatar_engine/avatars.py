@@ -6,25 +6,19 @@ name, never a path: `..`, absolute paths, separators (also URL-encoded), backsla
 control characters are refused, and a file whose real path leaves the folder (a symlink) is refused
 too, so a request can only ever read the portraits the operator put there.
 
-Face detection is cached by content: `detect_faces(rgb)` keeps what
-`avatar_engine.face.landmarks.FaceMesh.detect` returned for an image in an in-process LRU keyed by
-the sha256 of its pixels, so a warm worker finds a named avatar's face once, not once per job.
+Faces are found once per avatar: `avatar_engine.face.locate.locate_face` caches its landmarks by the
+content hash of the image, so a warm worker fits a named avatar's face once, not once per job.
 
-The bucket is read through the store's own SDK client (GCS bucket / boto3 S3 client), since the
-`ObjectStore` protocol in storage.py only writes; see `_bucket_list` / `_bucket_read`.
+The bucket is read through the `ObjectStore` protocol (`list` / `read`) of the delivery store, viewed
+under `AVATARS_PREFIX` (`with_prefix`), so GCS and S3 behave alike and retries are the store's.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from .errors import AvatarError
 from .settings import Settings
@@ -33,7 +27,6 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_FACE_CACHE_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -116,9 +109,11 @@ def _dir_list(settings: Settings) -> list[AvatarInfo]:
 
 
 def _avatar_store(settings: Settings):
+    """The delivery store seen under AVATARS_PREFIX (same client), or None without a bucket."""
     from .delivery import get_store
 
-    return get_store(settings)
+    store = get_store(settings)
+    return None if store is None else store.with_prefix(settings.avatars_prefix or "")
 
 
 def _prefix(settings: Settings) -> str:
@@ -126,49 +121,27 @@ def _prefix(settings: Settings) -> str:
     return f"{p}/" if p else ""
 
 
-def _bucket_list(store, prefix: str) -> list[tuple[str, int]]:
-    """(key, size) of the objects directly under `prefix`."""
-    if hasattr(store, "_bucket"):  # GCSStore
-        return [(b.name, int(b.size or 0)) for b in store._bucket.list_blobs(prefix=prefix, delimiter="/")]
-    pages = store._client.get_paginator("list_objects_v2").paginate(
-        Bucket=store.bucket_name, Prefix=prefix, Delimiter="/")
-    return [(o["Key"], int(o["Size"])) for page in pages for o in page.get("Contents", [])]
-
-
-def _bucket_read(store, key: str, max_bytes: int) -> bytes | None:
+def _bucket_read(store, name: str, max_bytes: int) -> bytes | None:
     """The object's bytes, or None when it does not exist; `input_too_large` over `max_bytes`."""
     try:
-        if hasattr(store, "_bucket"):
-            blob = store._bucket.get_blob(key)
-            if blob is None:
-                return None
-            size, read = int(blob.size or 0), blob.download_as_bytes
-        else:
-            head = store._client.head_object(Bucket=store.bucket_name, Key=key)
-            size = int(head["ContentLength"])
-
-            def read():
-                return store._client.get_object(Bucket=store.bucket_name, Key=key)["Body"].read()
-    except Exception as exc:  # noqa: BLE001 - not-found shapes differ per SDK; missing is the common case
-        if "404" in str(exc) or "NoSuchKey" in str(exc) or "Not Found" in str(exc):
-            return None
-        raise AvatarError("fetch_failed",
-                          f"reading avatar {key!r} from the bucket failed ({type(exc).__name__})") from None
-    if size > max_bytes:
-        raise AvatarError("input_too_large", f"avatar {key!r} is {size} bytes, over MAX_IMAGE_BYTES")
-    return read()
+        return store.read(name, max_bytes=max_bytes)
+    except FileNotFoundError:
+        return None
+    except AvatarError as exc:
+        if exc.code == "input_too_large":
+            raise AvatarError("input_too_large", f"avatar {name!r} is over MAX_IMAGE_BYTES") from None
+        raise AvatarError("fetch_failed", f"reading avatar {name!r} from the bucket failed") from None
 
 
 def _bucket_entries(settings: Settings) -> list[AvatarInfo]:
     store = _avatar_store(settings)
     if store is None:
         return []
-    prefix = _prefix(settings)
     out = []
-    for key, size in _bucket_list(store, prefix):
-        stem = _stem(key[len(prefix):]) if key.startswith(prefix) and "/" not in key[len(prefix):] else None
+    for name, size in store.list(""):
+        stem = _stem(name) if "/" not in name else None
         if stem:
-            out.append(AvatarInfo(stem, "bucket", key, size))
+            out.append(AvatarInfo(stem, "bucket", f"{_prefix(settings)}{name}", size))
     return out
 
 
@@ -197,40 +170,10 @@ def load_avatar_image(avatar_id: str, settings: Settings) -> bytes:
     store = _avatar_store(settings)
     if store is not None:
         for suffix in IMAGE_SUFFIXES:
-            data = _bucket_read(store, f"{_prefix(settings)}{avatar_id}{suffix}", settings.max_image_bytes)
+            data = _bucket_read(store, f"{avatar_id}{suffix}", settings.max_image_bytes)
             if data is not None:
                 return data
     where = " or ".join(w for w, on in (("AVATARS_DIR", settings.avatars_dir is not None),
                                         ("the bucket under AVATARS_PREFIX", store is not None)) if on)
     raise AvatarError("invalid_input", f"unknown avatar_id {avatar_id!r}" +
                       (f" (looked in {where})" if where else " (no AVATARS_DIR or bucket is configured)"))
-
-
-_face_cache: OrderedDict[str, list] = OrderedDict()
-_face_lock = threading.Lock()
-face_cache_stats = {"hits": 0, "misses": 0}
-
-
-def detect_faces(rgb: np.ndarray) -> list:
-    """`FaceMesh.detect(rgb)`, cached by the sha256 of the pixels (LRU, per process).
-
-    Detections are immutable (frozen dataclasses over arrays nobody writes), so sharing is safe.
-    """
-    h = hashlib.sha256()
-    h.update(repr((rgb.shape, str(rgb.dtype))).encode())
-    h.update(np.ascontiguousarray(rgb).data)
-    key = h.hexdigest()
-    with _face_lock:
-        if key in _face_cache:
-            _face_cache.move_to_end(key)
-            face_cache_stats["hits"] += 1
-            return list(_face_cache[key])
-    from .face.landmarks import get_face_mesh
-
-    faces = get_face_mesh().detect(rgb)
-    with _face_lock:
-        face_cache_stats["misses"] += 1
-        _face_cache[key] = list(faces)
-        while len(_face_cache) > _FACE_CACHE_SIZE:
-            _face_cache.popitem(last=False)
-    return list(faces)

@@ -25,8 +25,12 @@ def _render(args) -> int:
         "still": args.still, "lipsync": args.lipsync, "qa": args.qa, "on_no_face": args.on_no_face,
         "output": {"delivery": "path"},
     }
-    if args.transcript:
-        options["transcript"] = args.transcript
+    for key in ("transcript", "text", "voice", "language", "captions"):
+        if getattr(args, key):
+            options[key] = getattr(args, key)
+    if (args.audio is None) == (args.text is None):
+        print("error: give exactly one of --audio or --text", file=sys.stderr)
+        return 2
     bar = tqdm(total=100, desc="fetch", unit="%", bar_format="{desc:<8} {bar} {percentage:3.0f}%", file=sys.stderr)
 
     def progress(stage: str, fraction: float) -> None:
@@ -36,7 +40,8 @@ def _render(args) -> int:
 
     try:
         request = parse_request(options, local=True)
-        local = LocalInputs(image=Path(args.face).read_bytes(), audio=Path(args.audio).read_bytes())
+        audio = Path(args.audio).read_bytes() if args.audio else None
+        local = LocalInputs(image=Path(args.face).read_bytes(), audio=audio)
         result = render(request, local=local, progress=progress, out_path=args.out)
     except OSError as exc:
         bar.close()
@@ -88,7 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("render", help="render a portrait + speech file to an MP4")
     r.add_argument("--face", required=True, help="portrait image file")
-    r.add_argument("--audio", required=True, help="speech audio file")
+    r.add_argument("--audio", help="speech audio file")
+    r.add_argument("--text", help="words to speak instead of --audio (embedded eSpeak NG voice)")
+    r.add_argument("--voice", help="with --text: espeak:<voice> or piper:<name>")
+    r.add_argument("--language", help="BCP-47 language of the speech or text (default en)")
+    r.add_argument("--captions", choices=["srt", "vtt"], help="return captions in the result")
     r.add_argument("--out", required=True, help="output .mp4 path")
     r.add_argument("--engine", default="auto")
     r.add_argument("--mode", default="auto", choices=["auto", "real_time", "high_quality"])

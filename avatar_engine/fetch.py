@@ -182,10 +182,17 @@ def _read_capped(resp, field: str, max_bytes: int, deadline: float) -> bytes:
     return b"".join(chunks)
 
 
+# Per input kind: its byte cap setting and the request fields' prefix (for error messages).
+_INPUT_KINDS = {"image": ("max_image_bytes", "image"), "audio": ("max_audio_bytes", "audio"),
+                "video": ("max_video_bytes", "reference_video")}
+
+
 def load_input(url: str | None, b64: str | None, *, kind: str, settings: Settings) -> Fetched:
-    """The bytes of the `image` or `audio` input, from whichever source the request gave."""
-    max_bytes = settings.max_image_bytes if kind == "image" else settings.max_audio_bytes
+    """The bytes of the `image`, `audio` or `video` (FOMM reference video) input, from whichever source
+    the request gave."""
+    cap, prefix = _INPUT_KINDS[kind]
+    max_bytes = getattr(settings, cap)
     if b64 is not None:
-        return Fetched(decode_base64(b64, field=f"{kind}_b64", max_bytes=max_bytes), origin="base64")
+        return Fetched(decode_base64(b64, field=f"{prefix}_b64", max_bytes=max_bytes), origin="base64")
     assert url is not None
-    return fetch_url(url, field=f"{kind}_url", max_bytes=max_bytes, settings=settings)
+    return fetch_url(url, field=f"{prefix}_url", max_bytes=max_bytes, settings=settings)

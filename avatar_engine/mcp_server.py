@@ -30,6 +30,7 @@ from mcp.types import CallToolResult, ResourceLink, TextContent
 from pydantic import Field
 
 from .errors import AvatarError
+from .schema import EngineName
 from .settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,7 @@ async def render_avatar(
     quality_mode: Annotated[Literal["auto", "real_time", "high_quality"],
                             Field(description="encoder preset; high_quality also restores faces when GFPGAN is mounted")
                             ] = "auto",
-    engine: Annotated[Literal["auto", "parametric", "still", "wav2lip", "sadtalker"],
-                      Field(description="auto = the best engine that can run")] = "auto",
+    engine: Annotated[EngineName, Field(description="auto = the best engine that can run")] = "auto",
     transcript: Annotated[str | None, Field(description="what is said (better lip-sync for English)")] = None,
     text: Annotated[str | None, Field(description="words to speak instead of audio (the worker's TTS)")] = None,
     voice: Annotated[str | None, Field(description="for text: espeak:<voice> or piper:<name>")] = None,

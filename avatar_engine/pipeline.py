@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from . import engines as engine_registry
 from .audio.frames import frame_count
 from .audio.io import decode_audio
@@ -45,7 +47,7 @@ class LocalInputs:
     """Bytes read from local files by the CLI: the only way local paths ever enter a render."""
 
     image: bytes
-    audio: bytes
+    audio: bytes | None  # None with `text`: the voice makes the audio
 
 
 class _Timer:
@@ -164,7 +166,7 @@ class _Inputs:
 
 def _fetch(request: RenderRequest, settings: Settings, local: LocalInputs | None) -> _Inputs:
     if local is not None:
-        return _Inputs(local.image, local.audio)
+        return _Inputs(local.image, None if request.text is not None else local.audio)
     if request.avatar_id:
         from .avatars import load_avatar_image
 
@@ -248,7 +250,9 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
                "duration_s": round(job.audio.duration_s, 3)}
 
     # 3. prepare: the bucket cache (a hit ends the job), the encoder, the optional restoration stage
-    digest = inputs_digest(job.image, job.audio.samples, job.audio.rate, request.options_digest()) \
+    # text input: the options (text, voice, language) define the audio; eSpeak's samples vary by a few per call
+    audio_identity = job.audio.samples if request.text is None else np.zeros(0, np.float32)
+    digest = inputs_digest(job.image, audio_identity, job.audio.rate, request.options_digest()) \
         if delivery == "url" else ""
 
     def key_for(engine) -> str:

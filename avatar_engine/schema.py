@@ -10,7 +10,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import AvatarError
 
-EngineName = Literal["auto", "parametric", "still", "wav2lip", "sadtalker"]
+EngineName = Literal["auto", "parametric", "still", "wav2lip", "sadtalker", "fomm"]
 QualityMode = Literal["auto", "real_time", "high_quality"]
 
 
@@ -46,6 +46,16 @@ class SadTalkerOptions(BaseModel):
     lip_refine: bool = Field(False, description="SadTalker: repaint the lips with Wav2Lip (needs its checkpoint)")
 
 
+class FommOptions(BaseModel):
+    """Options only the FOMM engine reads (`{"fomm": {...}}`), for a `reference_video_*` driving video."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    relative: bool = Field(True, description="FOMM: move the portrait's keypoints by the driving video's change "
+                                             "from its first frame (false: take the driving keypoints as they are)")
+    adapt_scale: bool = Field(True, description="FOMM: scale the driving motion by the ratio of the two faces' sizes")
+
+
 # Flat request keys kept as aliases of the per-engine options (older callers send them at the top level).
 ENGINE_OPTION_ALIASES = {"face_box": "wav2lip", "preprocess": "sadtalker", "pose_style": "sadtalker",
                          "expression_scale": "sadtalker", "lip_refine": "sadtalker"}
@@ -61,6 +71,8 @@ class RenderRequest(BaseModel):
     avatar_id: str | None = Field(None, max_length=128, description="a named avatar (AVATARS_DIR / AVATARS_PREFIX)")
     audio_url: str | None = Field(None, max_length=4096)
     audio_b64: str | None = None
+    reference_video_url: str | None = Field(None, max_length=4096, description="FOMM driving video (http(s) URL)")
+    reference_video_b64: str | None = Field(None, description="FOMM driving video, base64")
     engine: EngineName = Field("auto", validation_alias=AliasChoices("engine", "driver"))
     quality_mode: QualityMode = "auto"
     fps: int = Field(25, ge=10, le=60)
@@ -84,6 +96,7 @@ class RenderRequest(BaseModel):
     enhance_weight: float = Field(1.0, ge=0.0, le=1.0, description="0 = original face, 1 = fully restored")
     wav2lip: Wav2LipOptions = Field(default_factory=lambda: Wav2LipOptions())
     sadtalker: SadTalkerOptions = Field(default_factory=lambda: SadTalkerOptions())
+    fomm: FommOptions = Field(default_factory=lambda: FommOptions())
     cache: bool = True
     output: OutputOptions = Field(default_factory=OutputOptions)
 
@@ -136,6 +149,10 @@ class RenderRequest(BaseModel):
                 raise ValueError(
                     f"give exactly one of {' or '.join(names)} (got {', '.join(given) or 'neither'})"
                 )
+        if self.reference_video_url and self.reference_video_b64:
+            raise ValueError("give reference_video_url or reference_video_b64, not both")
+        if (self.reference_video_url or self.reference_video_b64) and self.engine not in ("fomm", "auto"):
+            raise ValueError(f"a reference video drives the 'fomm' engine only (engine is '{self.engine}')")
         from .captions import check_text_options
 
         check_text_options(self)
@@ -144,7 +161,9 @@ class RenderRequest(BaseModel):
     def options_digest(self) -> str:
         """Hash of the options that change the output (inputs hashed separately, by content)."""
         opts = self.model_dump(exclude={"image_url", "image_b64", "avatar_id", "audio_url", "audio_b64", "output",
-                                        "cache", "qa"})
+                                        "cache", "qa", "reference_video_b64"})
+        if self.reference_video_b64:  # the engine fetches the video itself: key an inline one by its text
+            opts["reference_video_b64"] = hashlib.sha256(self.reference_video_b64.encode()).hexdigest()
         return hashlib.sha256(json.dumps(opts, sort_keys=True).encode()).hexdigest()
 
 

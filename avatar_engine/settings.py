@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     # --- input limits -------------------------------------------------------------------
     max_image_bytes: int = 20 * 1024 * 1024
     max_audio_bytes: int = 50 * 1024 * 1024
+    max_video_bytes: int = Field(100 * 1024 * 1024, description="FOMM reference video byte cap (MAX_VIDEO_BYTES)")
     max_image_pixels: int = 40_000_000
     max_audio_seconds: float = 300.0
     min_audio_seconds: float = 0.2
@@ -62,6 +63,10 @@ class Settings(BaseSettings):
     avatars_dir: Path | None = Field(None, description="baked folder of named avatars, checked before the bucket")
     storage_max_attempts: int = Field(5, ge=1, le=20)
     storage_retry_deadline_s: float = Field(600.0, gt=0)
+    storage_backoff_initial_s: float = Field(1.0, ge=0, description="first retry backoff (doubles per attempt, plus jitter)")
+    storage_backoff_max_s: float = Field(20.0, ge=0, description="longest single retry backoff")
+    storage_connect_timeout_s: float = Field(10.0, gt=0, description="bucket request connect timeout")
+    storage_read_timeout_s: float = Field(120.0, gt=0, description="bucket request read timeout")
 
     # --- worker -------------------------------------------------------------------------
     job_timeout_s: float = Field(900.0, description="a render running longer is abandoned")

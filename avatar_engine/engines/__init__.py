@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..errors import AvatarError
 from ..settings import Settings
 from .base import Engine, EngineStatus, PreparedRender, RenderJob
+from .fomm import FommEngine
 from .parametric import ParametricEngine
 from .sadtalker import SadTalkerEngine
 from .still import StillEngine
@@ -25,10 +26,12 @@ def register(engine: Engine) -> Engine:
 
 
 # Engines meet only here: Wav2Lip paints lips on the parametric engine's motion plan, and SadTalker's
-# `lip_refine` hands its frames to Wav2Lip's lip stage.
+# `lip_refine` hands its frames to Wav2Lip's lip stage; FOMM takes the parametric head track and the first
+# available lip stage of its list (Wav2Lip, else the parametric mouth repaint).
 _parametric = ParametricEngine()
 _wav2lip = Wav2LipEngine(motion=_parametric)
 register(SadTalkerEngine(lips=_wav2lip))
+register(FommEngine(motion=_parametric, lips=[_wav2lip, _parametric]))
 register(_wav2lip)
 register(_parametric)
 register(StillEngine())

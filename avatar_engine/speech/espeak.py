@@ -94,7 +94,8 @@ class Engine:
         try:
             import espeakng_loader
         except ImportError as exc:
-            raise EspeakUnavailable("the espeakng-loader package is not installed (pip install espeakng-loader)") from exc
+            raise EspeakUnavailable("the espeakng-loader package is not installed "
+                                    "(pip install espeakng-loader)") from exc
         lib = ctypes.CDLL(espeakng_loader.get_library_path())
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.espeak_Initialize.restype = ctypes.c_int
@@ -124,7 +125,9 @@ class Engine:
         while events[i].type != EVENT_LIST_TERMINATED:
             ev = events[i]
             if ev.type in (EVENT_WORD, EVENT_PHONEME):
-                name = bytes(ev.id.string).split(b"\0", 1)[0].decode("utf-8", "replace") if ev.type == EVENT_PHONEME else ""
+                name = ""
+                if ev.type == EVENT_PHONEME:  # up to 8 UTF-8 bytes, NUL-terminated unless all 8 are used
+                    name = bytes(ev.id.string).split(b"\0", 1)[0].decode("utf-8", "replace")
                 self._events.append(Event(ev.type, ev.sample, ev.text_position, ev.length, name))
             i += 1
         return 0  # 0 = continue synthesis

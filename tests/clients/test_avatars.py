@@ -111,13 +111,16 @@ def test_render_by_avatar_id_through_the_local_server(local_api, short_wav):
 
 
 def test_faces_are_detected_once_per_image(portrait_png):
-    image = fit_image(decode_image(portrait_png, max_pixels=40_000_000), 256)
-    before = dict(avatars.face_cache_stats)
-    first = avatars.detect_faces(image)
-    second = avatars.detect_faces(image.copy())  # same pixels, another array: a cache hit
-    assert first and [f.box.tolist() for f in first] == [f.box.tolist() for f in second]
-    assert avatars.face_cache_stats["misses"] - before["misses"] <= 1
-    assert avatars.face_cache_stats["hits"] - before["hits"] >= 1
-    other = np.ascontiguousarray(image[:, ::-1])
-    avatars.detect_faces(other)
-    assert avatars.face_cache_stats["misses"] - before["misses"] >= 1
+    from avatar_engine.face import locate
+
+    image = fit_image(decode_image(portrait_png, max_pixels=40_000_000), 512)
+    before = dict(locate.cache_stats)
+    first, box = locate.locate_face(image)
+    second, box2 = locate.locate_face(image.copy())  # same pixels, another array: a cache hit
+    assert np.array_equal(first, second) and box == box2
+    assert locate.cache_stats["misses"] - before["misses"] <= 1
+    assert locate.cache_stats["hits"] - before["hits"] >= 1
+    first[:] = 0  # callers get copies: the cache cannot be corrupted
+    assert locate.locate_face(image)[0].any()
+    locate.locate_face(np.ascontiguousarray(image[:, ::-1]))
+    assert locate.cache_stats["misses"] - before["misses"] >= 1

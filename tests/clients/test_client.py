@@ -55,6 +55,13 @@ def test_local_single_job(local, quick_input):
     assert (info["video_codec"], info["width"], info["frames"]) == ("h264", 256, 53)
 
 
+def test_local_text_job(local, quick_input):
+    spoken = {k: v for k, v in quick_input.items() if not k.startswith("audio")} | {"text": "Hi there.",
+                                                                                    "captions": "srt"}
+    result = local.run_sync(spoken, timeout_s=120).result()
+    assert result.lipsync == "synthesizer" and "Hi there." in result.model_extra["captions"]
+
+
 def test_local_run_then_status_polling(local, quick_input):
     job = local.run(quick_input)
     assert job.id and not job.done

@@ -39,14 +39,17 @@ async def _session_run(params):
             rendered = await session.call_tool("render_avatar", {
                 "image": str(ASSETS / "astronaut_512.png"), "audio": str(ASSETS / "short_16k.wav"),
                 "engine": "parametric", "quality_mode": "real_time", "size": 256}, progress_callback=on_progress)
+            spoken = await session.call_tool("render_avatar", {
+                "image": str(ASSETS / "astronaut_512.png"), "text": "Hello from the tool.", "engine": "parametric",
+                "size": 256})
             refused = await session.call_tool("render_avatar", {"avatar_id": "../alice", "audio": "x"})
             avatars = await session.call_tool("list_avatars", {})
             health = await session.call_tool("health", {})
-    return tools, rendered, refused, avatars, health, progress
+    return tools, rendered, spoken, refused, avatars, health, progress
 
 
 def test_mcp_stdio_session(tmp_path, avatars_dir):
-    tools, rendered, refused, avatars, health, progress = asyncio.run(
+    tools, rendered, spoken, refused, avatars, health, progress = asyncio.run(
         asyncio.wait_for(_session_run(_params(tmp_path, avatars_dir)), 240))
     assert set(tools) == {"render_avatar", "list_avatars", "health"}
     assert {"image", "audio", "avatar_id", "quality_mode", "engine"} <= set(tools["render_avatar"].input_schema[
@@ -65,6 +68,8 @@ def test_mcp_stdio_session(tmp_path, avatars_dir):
     assert len(values) >= 3 and values == sorted(values) and values[-1] == 100
     assert {p[2] for p in progress} >= {"render", "done"} and all(p[1] == 100 for p in progress)
 
+    assert not spoken.is_error, spoken.content  # text input: the embedded voice speaks it
+    assert spoken.structured_content["lipsync"] == "synthesizer"
     assert refused.is_error and json.loads(refused.content[0].text)["code"] == "invalid_input"
     assert [a["id"] for a in avatars.structured_content["avatars"]] == ["alice"]
     assert health.structured_content["mode"] == "local"

@@ -97,6 +97,10 @@ def test_captions_upload_beside_the_mp4(settings, monkeypatch):
     body, content_type = store.objects[f"{video[:-4]}.vtt"]
     assert body.decode() == first["captions"] and content_type.startswith("text/vtt")
     assert [c.text for c in parse_vtt(first["captions"])] == ["Captions travel with the video."]
+    # the same text again is a cache hit (keyed on text, voice and language: eSpeak's samples vary slightly)
+    again = _ok(run_job(job, settings=settings))
+    assert again["cached"] is True and again["video_url"] == first["video_url"]
+    assert again["captions"] == first["captions"] or parse_vtt(again["captions"])
 
 
 def _wav(clip) -> bytes:

@@ -130,9 +130,9 @@ def edited(tensor: torch.Tensor, edit) -> Iterator[None]:
             tensor.copy_(saved)
 
 
-def swap_output_channels(i: int = 0, j: int = 1):
-    """An `edited` edit: swap output channels i and j of a weight or bias (a mis-ordered port)."""
+def swap_rows(i: int = 0, j: int = 1, dim: int = 0):
+    """An `edited` edit: swap index i and j along `dim` (conv output channels for dim 0; a mis-ordered port)."""
     def edit(weight: torch.Tensor) -> None:
-        weight[[i, j]] = weight[[j, i]]
+        weight.index_copy_(dim, torch.tensor([i, j]), weight.index_select(dim, torch.tensor([j, i])))
 
     return edit

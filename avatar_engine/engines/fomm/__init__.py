@@ -1,5 +1,10 @@
-"""FOMM (First Order Motion Model, vox-256): a driving face video re-enacted on the portrait.
+"""`fomm`: FOMM (First Order Motion Model, vox-256) head motion on the portrait, from a reference video or
+from the audio-driven head track, then a lip stage. Importing this package imports no torch.
 
-Phase 1 (networks, checkpoint loading, keypoint motion, driving-video preparation); the engine class
-is wired separately. Importing this package imports no torch.
+Modules: nets (networks), checkpoints (lookup, strict load, cache), motion (keypoint motion),
+driving (reference-video decoding), engine (the `Engine`).
 """
+
+from .engine import FommEngine
+
+__all__ = ["FommEngine"]

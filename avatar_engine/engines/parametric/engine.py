@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -12,13 +12,13 @@ from ...face.locate import locate_face
 from ...settings import Settings
 from ...speech.features import frame_features
 from ...speech.mouth import MouthTrack, mouth_track
-from ..base import Engine, EngineStatus, PreparedRender, RenderJob
+from ..base import Engine, EngineStatus, LipStage, PreparedRender, RenderJob
 from .animation import HeadTrack, blink_track, head_track
 from .paint import MouthStyle, mouth_style, paint_eyelids, paint_mouth
 from .rig import FaceRig
 
 
-class ParametricEngine(Engine):
+class ParametricEngine(Engine, LipStage):
     name = "parametric"
     version = "1"
 
@@ -30,6 +30,13 @@ class ParametricEngine(Engine):
     def prepare(self, job: RenderJob) -> PreparedRender:
         motion = self.motion(job, animate_mouth=True)
         return PreparedRender(frames=(frame for frame, _ in motion.frames()), info=motion.info)
+
+    def refine(self, frames: Iterable[np.ndarray], job: RenderJob) -> Iterator[np.ndarray]:
+        """The lip stage without weights: the mouth of other engines' frames repainted from the speech,
+        the face tracked per frame (`lipstage.py`)."""
+        from .lipstage import refine_mouths
+
+        return refine_mouths(frames, job)
 
     def motion(self, job: RenderJob, *, animate_mouth: bool) -> Motion:
         """The per-clip plan. With `animate_mouth=False` the lips stay at rest (closed) while the

@@ -17,7 +17,8 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "diff2lip"
 
 # A small UNet of the same architecture (every channel count a multiple of GroupNorm's 32 groups) for the
 # tests that exercise plumbing rather than upstream's numbers: a forward costs milliseconds.
-TINY = Diff2LipConfig(image_size=64, num_channels=32, attention_resolutions=(8,), num_head_channels=32)
+TINY = Diff2LipConfig(image_size=64, num_channels=32, attention_resolutions=(8,), num_head_channels=32,
+                      num_res_blocks=1, audio_num_res_blocks=1)
 
 torch.set_num_threads(2)
 
