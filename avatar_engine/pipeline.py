@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import time
@@ -25,7 +26,7 @@ from .delivery import (
     render_key,
     resolve_delivery,
 )
-from .engines import PreparedRender, RenderJob
+from .engines import Plan, PreparedRender, RenderJob
 from .errors import AvatarError
 from .fetch import load_input
 from .image_io import decode_image, fit_image
@@ -116,46 +117,106 @@ _TIMING_KEYS = ("fetch", "decode", "prepare", "render", "encode", "qa", "deliver
 
 @dataclass
 class _Rendered:
-    engine: object
+    plan: Plan
     frames: int
     info: dict
     failures: list
     suspect: bool = False  # an engine failed in a way that poisons the process (CUDA)
 
+    @property
+    def engine(self):
+        return self.plan.engine
 
-def _render_with_fallback(chain, job: RenderJob, mp4: Path, mode: str, encoder: str, timer: _Timer,
-                          progress: Progress | None, restorer=None) -> _Rendered:
-    """Try engines best-first; input problems end the job, engine faults fall through to the next."""
+    def chain(self) -> list[str]:
+        stages = list(self.plan.stages)
+        if self.info.get("enhanced") and "gfpgan" not in stages:
+            stages.append("gfpgan")
+        if not self.info.get("enhanced") and "gfpgan" in stages:
+            stages.remove("gfpgan")
+        return stages
+
+
+def _is_cuda_oom(exc: BaseException) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc)
+
+
+def _free_cuda_cache() -> None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _job_for(plan: Plan, job: RenderJob) -> RenderJob:
+    """The job with the request options the plan implies (e.g. SadTalker's lip_refine in real-time mode)."""
+    updates = {}
+    for name, value in plan.options.items():
+        current = getattr(job.request, name, None)
+        if isinstance(value, dict) and hasattr(current, "model_copy"):
+            updates[name] = current.model_copy(update=value)
+        elif not isinstance(value, dict):
+            updates[name] = value
+    return dataclasses.replace(job, request=job.request.model_copy(update=updates)) if updates else job
+
+
+def _render_with_fallback(plans: list[Plan], job: RenderJob, mp4: Path, encoder: str, timer: _Timer,
+                          progress: Progress | None, restorer_for: Callable[[Plan], object]) -> _Rendered:
+    """Try plans best-first; input problems end the job, engine faults fall through to the next plan.
+
+    A CUDA out-of-memory retries the same plan with half the batch, down to one frame, then steps down
+    to the next plan (the next quality mode).
+    """
     failures, suspect = [], False
-    for engine in chain:
-        try:
-            with timer.stage("prepare"):
-                prepared = engine.prepare(job)
-            if restorer is not None:
-                prepared = PreparedRender(enhance_frames(prepared.frames, restorer, job.request.enhance_weight,
-                                                         cpu_bf16=job.settings.cpu_bf16),
-                                          {**prepared.info, "enhanced": True})
-            if job.request.captions_burn:  # after restoration: GFPGAN must not repaint the text
-                burned = caption_stage(prepared.frames, job.request, job.audio, job.fps)
-                prepared = PreparedRender(burned, prepared.info)
-            frames = _encode(prepared, job, mp4, mode, encoder, timer, progress)
-            return _Rendered(engine, frames, prepared.info, failures, suspect)
-        except AvatarError as exc:
-            if exc.code == "no_face" and job.request.on_no_face == "still":
-                still = engine_registry.ENGINES["still"]
-                frames = _encode(still.prepare(job), job, mp4, mode, encoder, timer, progress)
-                return _Rendered(still, frames, {"no_face": True}, failures, suspect)
-            if exc.code in _NO_FALLBACK_CODES or engine is chain[-1]:
-                raise
-            failures.append({"engine": engine.name, "code": exc.code, "message": exc.message})
-        except Exception as exc:  # a broken engine must not sink the job while a fallback exists
-            log.exception("engine %s failed", engine.name)
-            if engine is chain[-1]:
-                raise
-            suspect = suspect or suspect_process_state(str(exc))
-            # the exception text stays in the log: callers see its type only
-            failures.append({"engine": engine.name, "code": "internal", "message": type(exc).__name__})
-    raise AssertionError("unreachable: the last engine either returns or raises")
+    for plan in plans:
+        engine, plan_job = plan.engine, _job_for(plan, job)
+        mode = "high_quality" if plan.restore or job.request.quality_mode == "high_quality" else "real_time"
+        last = plan is plans[-1]
+        while True:
+            info: dict = {}
+            try:
+                with timer.stage("prepare"):
+                    restorer = restorer_for(plan)
+                    prepared = engine.prepare(plan_job)
+                info = prepared.info
+                if restorer is not None:
+                    prepared = PreparedRender(enhance_frames(prepared.frames, restorer, job.request.enhance_weight,
+                                                             cpu_bf16=job.settings.cpu_bf16),
+                                              {**prepared.info, "enhanced": True})
+                if job.request.captions_burn:  # after restoration: GFPGAN must not repaint the text
+                    burned = caption_stage(prepared.frames, job.request, job.audio, job.fps)
+                    prepared = PreparedRender(burned, prepared.info)
+                frames = _encode(prepared, plan_job, mp4, mode, encoder, timer, progress)
+                if plan_job.batch_limit:
+                    prepared.info["oom_batch_limit"] = plan_job.batch_limit
+                return _Rendered(plan, frames, prepared.info, failures, suspect)
+            except AvatarError as exc:
+                if exc.code == "no_face" and job.request.on_no_face == "still":
+                    still = engine_registry.ENGINES["still"]
+                    frames = _encode(still.prepare(job), job, mp4, mode, encoder, timer, progress)
+                    return _Rendered(Plan(still, ("still",)), frames, {"no_face": True}, failures, suspect)
+                if exc.code in _NO_FALLBACK_CODES or last:
+                    raise
+                failures.append({"engine": engine.name, "code": exc.code, "message": exc.message})
+                break
+            except Exception as exc:  # a broken engine must not sink the job while a fallback exists
+                if _is_cuda_oom(exc):
+                    _free_cuda_cache()
+                    batch = plan_job.batch_limit or int(info.get("batch_size") or 16)
+                    if batch > 1:
+                        log.warning("engine %s ran out of GPU memory at batch %d; retrying with %d",
+                                    engine.name, batch, batch // 2)
+                        plan_job = dataclasses.replace(plan_job, batch_limit=batch // 2)
+                        continue
+                log.exception("engine %s failed", engine.name)
+                if last:
+                    raise
+                suspect = suspect or suspect_process_state(str(exc))
+                # the exception text stays in the log: callers see its type only
+                failures.append({"engine": engine.name, "code": "out_of_memory" if _is_cuda_oom(exc) else "internal",
+                                 "message": type(exc).__name__})
+                break
+    raise AssertionError("unreachable: the last plan either returns or raises")
 
 
 @dataclass
@@ -244,7 +305,9 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
         job = _decode(request, settings, inputs, started)
         del inputs
     mode = _quality_mode(request)
-    chain = engine_registry.candidates(request.engine, settings)
+    selection = engine_registry.select_chain(request.engine, request.quality_mode, settings)
+    warnings.extend(selection.warnings)
+    chain = [plan.engine for plan in selection.plans]
     h, w = job.image.shape[:2]
     summary = {"quality_mode": mode, "width": w, "height": h, "fps": request.fps, "frames": job.n_frames,
                "duration_s": round(job.audio.duration_s, 3)}
@@ -269,11 +332,21 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
     with timer.stage("prepare"):
         restorer = _restorer(request, mode, settings, warnings)  # before rendering: fails fast
 
+    def restorer_for(plan: Plan):
+        """GFPGAN is part of the high-quality chain unless the request set `enhance` itself."""
+        if restorer is not None or not plan.restore or "enhance" in request.model_fields_set:
+            return restorer
+        try:
+            return load_restorer_model(settings)
+        except AvatarError as exc:  # an optional stage failing is reported, never silently dropped
+            warnings.append(f"face restoration skipped: {exc.message}")
+            return None
+
     with tempfile.TemporaryDirectory(prefix="avatar-job-", dir=settings.work_dir) as tmp:
         mp4 = Path(tmp) / "render.mp4"
         # 4. render + encode, falling back along the engine chain
         report("render", 0.0)
-        done = _render_with_fallback(chain, job, mp4, mode, encoder, timer, progress, restorer)
+        done = _render_with_fallback(selection.plans, job, mp4, encoder, timer, progress, restorer_for)
         info = dict(done.info)
 
         # 5. qa: the A/V sync self-check on the encoded file
@@ -291,7 +364,12 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
             delivered.update(caption_result(request, job.audio, store if delivery == "url" else None,
                                             key_for(done.engine) if delivery == "url" else None))
 
-    result = {**delivered, "engine": done.engine.name, "encoder": encoder, **summary, "frames": done.frames, **info}
+    result = {**delivered, "engine": done.engine.name, "chain": done.chain(), "encoder": encoder, **summary,
+              "frames": done.frames, **info}
+    reasons = [selection.reason] if selection.reason else []
+    reasons += [f"{f['engine']} failed ({f['code']}: {f['message']})" for f in done.failures]
+    if reasons:
+        result["fallback_reason"] = "; ".join(reasons)
     if done.failures:
         result["fallback_from"] = done.failures
     if done.suspect:

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
         None, description="explicit Diff2Lip checkpoint, a flat state_dict .pt; CC BY-NC 4.0 (DIFF2LIP_CKPT)")
     sadtalker_auto_min_gpu_gb: float = Field(
         6.0, description="`auto` picks SadTalker only on a GPU with this much memory; 0 = also on CPU")
+    hq_min_free_gpu_gb: float = Field(
+        12.0, description="`auto` picks the high-quality chain (FOMM + Diff2Lip + GFPGAN) only with this much free "
+                          "GPU memory")
 
     # --- input limits -------------------------------------------------------------------
     max_image_bytes: int = 20 * 1024 * 1024

@@ -6,7 +6,7 @@ Prints: cold start (process start -> first job done), per-stage times and real-t
 5 min render in separate processes (memory must not grow with clip length), and, with
 deterministic weights, the neural stages' CPU speed with a GPU estimate from their FLOPs.
 
-    python scripts/bench.py [--quick] [--sections parametric,wav2lip,gfpgan,sadtalker]
+    python scripts/bench.py [--quick] [--sections parametric,wav2lip,gfpgan,sadtalker,fomm]
 """
 
 from __future__ import annotations
@@ -211,8 +211,42 @@ def section_sadtalker(quick: bool) -> None:
     print(_gpu_line(flops, "frame") + " (target: 25 on an L4)")
 
 
+def section_fomm(quick: bool) -> None:
+    """FOMM vox-256 (det weights): the generator per frame in batches (the source encoded once, as the
+    engine does), the keypoint detector per driving frame, and the per-frame FLOPs for the GPU estimate."""
+    import torch
+
+    from avatar_engine.engines.fomm.engine import CPU_BATCH
+    from avatar_engine.engines.fomm.nets import KPDetector, OcclusionAwareGenerator
+    from avatar_engine.netkit import fill_module
+
+    print("== FOMM vox-256, deterministic weights, CPU ms per frame ==")
+    kp_detector, generator = fill_module(KPDetector()).eval(), fill_module(OcclusionAwareGenerator()).eval()
+    src = torch.rand(1, 3, 256, 256)
+    with torch.no_grad():  # not inference mode: the FLOP counter below takes these as inputs
+        kp = kp_detector(src)
+        encoding = generator.encode_source(src)
+    timings = {}
+    for bf16 in _precisions():
+        for batch in sorted({1, CPU_BATCH}):
+            drive = {k: v.expand(batch, *v.shape[1:]).contiguous() for k, v in kp.items()}
+            timings[f"{'bf16' if bf16 else 'fp32'} batch {batch}"] = _per_item_ms(
+                lambda: generator.animate(encoding, drive, kp, previews=False), batch, 1 if quick else 2, bf16)
+        frames = src.expand(CPU_BATCH, -1, -1, -1).contiguous()
+        timings[f"keypoints {'bf16' if bf16 else 'fp32'}"] = _per_item_ms(lambda: kp_detector(frames), CPU_BATCH, 1,
+                                                                         bf16)
+    print("generator: " + ", ".join(f"{k}: {ms:.0f}" for k, ms in timings.items() if not k.startswith("key"))
+          + " | keypoint detector (video driving only): "
+          + ", ".join(f"{k.split()[1]}: {ms:.0f}" for k, ms in timings.items() if k.startswith("key")))
+    kp_in = {k: v.clone() for k, v in kp.items()}
+    per_frame = _flops(lambda s: generator.animate(generator.encode_source(s), kp_in, kp_in, previews=False), src) \
+        - _flops(generator.encode_source, src)
+    print(_gpu_line(per_frame, "frame") + " (audio driving; a driving video adds "
+          f"{_flops(kp_detector, src) / 1e9:.2f} GFLOP a frame for its keypoints)")
+
+
 SECTIONS = {"parametric": section_parametric, "wav2lip": section_wav2lip, "gfpgan": section_gfpgan,
-            "sadtalker": section_sadtalker}
+            "sadtalker": section_sadtalker, "fomm": section_fomm}
 
 
 def main() -> int:

@@ -25,8 +25,6 @@ from tests.support.media import ASSETS
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "wav2lip"
 
-torch.set_num_threads(2)
-
 
 class RecordingModel(nn.Module):
     """Stands in for Wav2Lip: keeps every input batch and paints the face a flat mid grey."""

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from ..errors import AvatarError
 from ..settings import Settings
 from .base import Engine, EngineStatus, PreparedRender, RenderJob
 from .fomm import FommEngine
 from .parametric import ParametricEngine
 from .sadtalker import SadTalkerEngine
+from .selection import Plan, Selection, select
 from .still import StillEngine
 from .wav2lip import Wav2LipEngine
 
-__all__ = ["Engine", "EngineStatus", "PreparedRender", "RenderJob", "ENGINES", "candidates", "list_engines", "register"]
+__all__ = ["Engine", "EngineStatus", "PreparedRender", "RenderJob", "ENGINES", "Plan", "Selection", "candidates",
+           "list_engines", "register", "select_chain"]
 
 ENGINES: dict[str, Engine] = {}
 
-# `auto` tries these in order, skipping those without checkpoints or (SadTalker) without a large enough
-# GPU; the embedded engine needs no weights and ends every list.
+# The real-time chain tries these in order, skipping those without checkpoints or (SadTalker) without a
+# large enough GPU; the embedded engine needs no weights and ends every list. See `selection`.
 AUTO_ORDER = ("sadtalker", "wav2lip", "parametric")
 
 
@@ -46,22 +47,11 @@ def list_engines(settings: Settings) -> dict[str, dict]:
     return out
 
 
+def select_chain(requested: str, quality_mode: str, settings: Settings) -> Selection:
+    """The plans to try for a request, best first (see `selection`)."""
+    return select(ENGINES, AUTO_ORDER, requested, quality_mode, settings)
+
+
 def candidates(requested: str, settings: Settings) -> list[Engine]:
-    """Engines to try for a request, best first; later ones are fallbacks when an earlier one fails."""
-    if requested != "auto":
-        engine = ENGINES.get(requested)
-        if engine is None:
-            raise AvatarError("engine_unavailable", f"engine '{requested}' is not built into this worker")
-        st = engine.status(settings)
-        if not st.available:
-            usable = [n for n, e in ENGINES.items() if e.status(settings).available]
-            raise AvatarError(
-                "engine_unavailable",
-                f"engine '{requested}' cannot run here: {st.reason}. Usable engines: {', '.join(usable)}",
-            )
-        return [engine]
-    chain = [ENGINES[n] for n in AUTO_ORDER
-             if n in ENGINES and ENGINES[n].status(settings).available and ENGINES[n].suits_auto(settings)]
-    if not chain:
-        chain = [ENGINES["still"]]
-    return chain
+    """Engines `auto` mode (or an explicit engine) would try here, best first."""
+    return [plan.engine for plan in select_chain(requested, "auto", settings).plans]

@@ -25,6 +25,11 @@ class RenderJob:
     settings: Settings
     source_scale: float = 1.0  # source image pixels per output pixel (face-size checks use the source)
     deadline: float = float("inf")  # time.perf_counter() value after which the job is abandoned
+    batch_limit: int | None = None  # set after a CUDA out-of-memory: engines batch at most this many frames
+
+    def cap_batch(self, size: int) -> int:
+        """An engine's preferred batch size, capped by `batch_limit` (never below 1)."""
+        return max(1, min(size, self.batch_limit)) if self.batch_limit else size
 
 
 @dataclass

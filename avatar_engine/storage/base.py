@@ -57,16 +57,9 @@ class ObjectStore(Protocol):
 
     def exists(self, name: str) -> bool: ...
 
-    def upload(
-        self,
-        local_path: str | os.PathLike[str],
-        name: str,
-        *,
-        content_type: str = "video/mp4",
-        metadata: dict[str, str] | None = None,
-        cache_control: str | None = None,
-        deadline: Deadline | None = None,
-    ) -> None: ...
+    def upload(self, local_path: str | os.PathLike[str], name: str, *, content_type: str = "video/mp4",
+               metadata: dict[str, str] | None = None, cache_control: str | None = None,
+               deadline: Deadline | None = None) -> None: ...
 
     def link(self, name: str) -> StoredObject: ...
 
@@ -147,6 +140,14 @@ class RetryPolicy:
     deadline_s: float = 600.0
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 120.0
+
+    @classmethod
+    def build(cls, *, max_attempts: int = 5, backoff_initial: float = 1.0, backoff_max: float = 20.0,
+              retry_deadline_s: float = 600.0, timeout: float | tuple[float, float] = (10.0, 120.0)) -> RetryPolicy:
+        """From the store constructors' keyword arguments (a single timeout means connect = read)."""
+        connect_s, read_s = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        return cls(max_attempts=max_attempts, backoff_initial=backoff_initial, backoff_max=backoff_max,
+                   deadline_s=retry_deadline_s, connect_timeout_s=connect_s, read_timeout_s=read_s)
 
     def timeout(self, deadline: Deadline | None = None) -> tuple[float, float]:
         """(connect, read) seconds for one request, never longer than the job has left."""

@@ -122,12 +122,9 @@ class GCSStore(BucketStore):
         client: Any | None = None,
         *,
         chunk_size: int = DEFAULT_CHUNK,
-        max_attempts: int = 5,
-        backoff_initial: float = 1.0,
-        backoff_max: float = 20.0,
-        retry_deadline_s: float = 600.0,
-        timeout: float | tuple[float, float] = (10.0, 120.0),
+        **retry: Any,
     ):
+        """`retry`: max_attempts, backoff_initial, backoff_max, retry_deadline_s, timeout (RetryPolicy.build)."""
         from google.cloud import storage
 
         bucket = (settings.media_bucket or "").strip()
@@ -144,10 +141,7 @@ class GCSStore(BucketStore):
         self.public = bool(settings.gcs_public)
         self.ttl = capped_ttl(settings.gcs_signed_url_ttl)
         self.chunk_size = chunk_size
-        connect_s, read_s = timeout if isinstance(timeout, tuple) else (timeout, timeout)
-        self.policy = RetryPolicy(max_attempts=max_attempts, backoff_initial=backoff_initial,
-                                  backoff_max=backoff_max, deadline_s=retry_deadline_s,
-                                  connect_timeout_s=connect_s, read_timeout_s=read_s)
+        self.policy = RetryPolicy.build(**retry)
         self._token_lock = threading.Lock()
         self._emulator = os.environ.get("STORAGE_EMULATOR_HOST") or None
 

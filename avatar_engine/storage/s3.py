@@ -81,12 +81,9 @@ class S3Store(BucketStore):
         public_base_url: str | None = None,
         region: str | None = None,
         chunk_size: int = DEFAULT_CHUNK,
-        max_attempts: int = 5,
-        backoff_initial: float = 1.0,
-        backoff_max: float = 20.0,
-        retry_deadline_s: float = 600.0,
-        timeout: float | tuple[float, float] = (10.0, 120.0),
+        **retry: Any,
     ):
+        """`retry`: max_attempts, backoff_initial, backoff_max, retry_deadline_s, timeout (RetryPolicy.build)."""
         bucket = (settings.bucket_name or settings.media_bucket or "").strip()
         if bucket.startswith("s3://"):
             bucket = bucket[5:]
@@ -99,10 +96,7 @@ class S3Store(BucketStore):
         self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
         self.chunk_size = max(int(chunk_size), S3_MIN_PART)
         self.endpoint = settings.bucket_endpoint_url
-        connect_s, read_s = timeout if isinstance(timeout, tuple) else (timeout, timeout)
-        self.policy = RetryPolicy(max_attempts=max_attempts, backoff_initial=backoff_initial,
-                                  backoff_max=backoff_max, deadline_s=retry_deadline_s,
-                                  connect_timeout_s=connect_s, read_timeout_s=read_s)
+        self.policy = RetryPolicy.build(**retry)
         if client is None:
             import boto3
             from botocore.config import Config
@@ -122,8 +116,8 @@ class S3Store(BucketStore):
                     signature_version="s3v4",
                     s3={"addressing_style": "path"},
                     retries={"total_max_attempts": 1, "mode": "standard"},
-                    connect_timeout=connect_s,
-                    read_timeout=read_s,
+                    connect_timeout=self.policy.connect_timeout_s,
+                    read_timeout=self.policy.read_timeout_s,
                 ),
             )
         self._client = client

@@ -8,12 +8,13 @@ import base64
 import numpy as np
 import pytest
 
-from avatar_engine import avatars
+from avatar_engine import avatars, delivery
 from avatar_engine.client import AvatarClient, ClientConfig
 from avatar_engine.errors import AvatarError
 from avatar_engine.image_io import decode_image, fit_image
 from avatar_engine.schema import parse_request
 from avatar_engine.settings import Settings
+from avatar_engine.storage import BucketStore, RetryPolicy
 from tests.support.media import probe_mp4
 
 TRICKS = {
@@ -66,35 +67,34 @@ def test_avatar_id_is_exclusive_with_image():
     assert parse_request({"avatar_id": "alice", "audio_b64": "aGk="}).avatar_id == "alice"
 
 
-class _Blob:
-    def __init__(self, name, data):
-        self.name, self.size, self._data = name, len(data), data
+class _MemoryStore(BucketStore):
+    """A bucket held in a dict: the real `BucketStore` list/read flows over in-memory primitives."""
 
-    def download_as_bytes(self):
-        return self._data
-
-
-class _Bucket:
-    """The two google-cloud-storage Bucket calls avatars.py makes."""
+    provider = "memory"
 
     def __init__(self, objects):
-        self.objects = objects
+        self.objects, self.bucket_name, self.prefix, self.policy = objects, "mem", "avatar-outputs/", RetryPolicy()
 
-    def list_blobs(self, prefix, delimiter):
-        return [_Blob(k, v) for k, v in self.objects.items() if k.startswith(prefix) and "/" not in k[len(prefix):]]
+    def _retryable(self, exc):
+        return False
 
-    def get_blob(self, key):
-        return _Blob(key, self.objects[key]) if key in self.objects else None
+    def _is_missing(self, exc):
+        return isinstance(exc, KeyError)
+
+    def _get(self, key, max_bytes, timeout):
+        return self.objects[key]
+
+    def _list(self, key_prefix, timeout):
+        return [(k, len(v)) for k, v in self.objects.items() if k.startswith(key_prefix) and "/" not in k[len(key_prefix):]]
 
 
 def test_bucket_avatars(monkeypatch, tmp_path, portrait_png):
-    store = type("GCSLike", (), {})()
-    store._bucket = _Bucket({"avatars/bob.jpg": portrait_png, "avatars/deep/x.png": b"no", "avatars/r.txt": b"no",
-                             "other/carol.png": b"no"})
-    monkeypatch.setattr(avatars, "_avatar_store", lambda settings: store)
+    store = _MemoryStore({"avatars/bob.jpg": portrait_png, "avatars/deep/x.png": b"no", "avatars/r.txt": b"no",
+                          "other/carol.png": b"no"})
+    monkeypatch.setattr(delivery, "get_store", lambda settings: store)
     settings = Settings(avatars_dir=None, model_root=tmp_path)
-    assert [(a.id, a.source, a.size_bytes) for a in avatars.list_avatars(settings)] == [
-        ("bob", "bucket", len(portrait_png))]
+    assert [(a.id, a.source, a.file, a.size_bytes) for a in avatars.list_avatars(settings)] == [
+        ("bob", "bucket", "avatars/bob.jpg", len(portrait_png))]
     assert avatars.load_avatar_image("bob", settings) == portrait_png
     with pytest.raises(AvatarError, match="unknown avatar_id 'carol'"):
         avatars.load_avatar_image("carol", settings)

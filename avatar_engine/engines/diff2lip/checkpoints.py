@@ -51,7 +51,8 @@ def load_diff2lip(path: str | os.PathLike, config: Diff2LipConfig | None = None)
     state_dict = read_checkpoint(path)
     bad = [k for k, v in state_dict.items() if not hasattr(v, "shape")]
     if bad:
-        raise AvatarError("engine_unavailable", f"checkpoint {path} is not a flat state_dict: {bad[:3]} hold no tensors")
+        raise AvatarError("engine_unavailable",
+                          f"checkpoint {path} is not a flat state_dict: {bad[:3]} hold no tensors")
     model = TFGModel(config)
     load_strict(model, state_dict, path)
     return model.eval()

@@ -26,7 +26,8 @@ from .nets import TFGModel
 from .sampler import RespacedSchedule
 
 
-def mel_window_starts(n_frames: int, fps: float, mel_frames: int, config: Diff2LipConfig = Diff2LipConfig()) -> np.ndarray:
+def mel_window_starts(n_frames: int, fps: float, mel_frames: int,
+                      config: Diff2LipConfig = Diff2LipConfig()) -> np.ndarray:
     """Start column of each video frame's 16-column mel window, clamped to the last full window."""
     if mel_frames < MEL_WINDOW:
         raise ValueError(f"need at least {MEL_WINDOW} mel frames (0.2 s of audio), got {mel_frames}")

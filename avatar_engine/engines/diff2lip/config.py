@@ -52,7 +52,8 @@ class Diff2LipConfig:
         try:
             return _CHANNEL_MULT[self.image_size]
         except KeyError:
-            raise ValueError(f"unsupported image_size {self.image_size}; upstream knows {sorted(_CHANNEL_MULT)}") from None
+            known = sorted(_CHANNEL_MULT)
+            raise ValueError(f"unsupported image_size {self.image_size}; upstream knows {known}") from None
 
     @property
     def attention_ds(self) -> tuple[int, ...]:

@@ -6,7 +6,8 @@ A clean port of the modified guided-diffusion in github.com/soumik-kanad/diff2li
 License of the model and its weights: CC BY-NC 4.0 (non-commercial use only).
 
 What the math must keep to stay identical to upstream:
-* timestep embedding [cos, sin] of the original-scale t (0..999), computed in float32;
+* timestep embedding [cos, sin] of the original-scale t (0..999), computed in float32 (float64 only for a
+  float64 reference);
 * GroupNorm32 (32 groups, eps 1e-5) and the attention softmax in at least float32;
 * legacy attention order (split heads, then q/k/v), q and k each scaled by ch**-0.25;
 * resblock_updown: nearest x2 up / average-pool down inside the ResBlocks;
@@ -61,10 +62,6 @@ def normalization(channels: int) -> GroupNorm32:
     return GroupNorm32(32, channels)
 
 
-def conv_nd(dims: int, *args, **kwargs) -> nn.Module:
-    return {1: nn.Conv1d, 2: nn.Conv2d}[dims](*args, **kwargs)
-
-
 class TimestepBlock(nn.Module):
     """A module whose forward takes the embedding as a second argument."""
 
@@ -94,7 +91,9 @@ class ResBlock(TimestepBlock):
         super().__init__()
         self.out_channels = out_channels or channels
         self.use_scale_shift_norm = use_scale_shift_norm
-        self.in_layers = nn.Sequential(normalization(channels), nn.SiLU(), nn.Conv2d(channels, self.out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(
+            normalization(channels), nn.SiLU(), nn.Conv2d(channels, self.out_channels, 3, padding=1)
+        )
         self.updown = up or down
         if up:
             self.h_upd, self.x_upd = Upsample(), Upsample()
@@ -177,7 +176,9 @@ class TFGAudioEncoder(nn.Module):
         emb_dim = c.audio_model_channels
         self.time_embed = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.input_block = TimestepEmbedSequential(
-            nn.Conv1d(c.audio_dim, c.audio_init_spatial_dim, 3, padding=1), normalization(c.audio_init_spatial_dim), nn.SiLU()
+            nn.Conv1d(c.audio_dim, c.audio_init_spatial_dim, 3, padding=1),
+            normalization(c.audio_init_spatial_dim),
+            nn.SiLU(),
         )
         ch = c.audio_channel_mult[0] * c.audio_model_channels
         # the first conv takes a single channel: GroupNorm(32) could not, hence no ResBlock here
@@ -192,8 +193,9 @@ class TFGAudioEncoder(nn.Module):
             if level != len(c.audio_channel_mult) - 1:
                 # halve the mel-band axis only until it matches the 16 time steps, then both
                 stride = (2, 1) if c.audio_init_spatial_dim // ds > c.audio_frames_per_video else (2, 2)
-                blocks.append(TimestepEmbedSequential(ResBlock(ch, emb_dim, ch, dropout=c.dropout, down=True, down_stride=stride,
-                                                               use_scale_shift_norm=c.use_scale_shift_norm)))
+                down = ResBlock(ch, emb_dim, ch, dropout=c.dropout, down=True, down_stride=stride,
+                                use_scale_shift_norm=c.use_scale_shift_norm)
+                blocks.append(TimestepEmbedSequential(down))
                 ds *= 2
         self.encoder_blocks = nn.ModuleList(blocks)
         self.middle_block = TimestepEmbedSequential(
@@ -252,7 +254,9 @@ class TFGModel(nn.Module):
                 ds *= 2
 
         self.middle_block = TimestepEmbedSequential(
-            ResBlock(ch, emb_dim, **resblock), AttentionBlock(ch, c.num_head_channels), ResBlock(ch, emb_dim, **resblock)
+            ResBlock(ch, emb_dim, **resblock),
+            AttentionBlock(ch, c.num_head_channels),
+            ResBlock(ch, emb_dim, **resblock),
         )
 
         self.output_blocks = nn.ModuleList([])
@@ -292,7 +296,8 @@ class TFGModel(nn.Module):
                 if module.bias is not None:
                     module.bias.data = module.bias.data.half()
 
-        for part in (self.input_blocks, self.middle_block, self.output_blocks, self.audio_encoder, self.audio_encoder_to_style):
+        torso = (self.input_blocks, self.middle_block, self.output_blocks)
+        for part in (*torso, self.audio_encoder, self.audio_encoder_to_style):
             part.apply(to_half)
         return self
 

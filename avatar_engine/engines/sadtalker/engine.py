@@ -247,7 +247,7 @@ class SadTalkerEngine(Engine):
             kp_source = keypoint_transformation(kp_canonical, he_source)
             feature = nets.generator.encode_source(src)
 
-        bs = batch_size(device, size)
+        bs = job.cap_batch(batch_size(device, size))
         frames = _frames(nets, device, coeffs, kp_canonical, kp_source, feature, place, bs, job)
         if opts.lip_refine:
             if self._lips is None:

@@ -113,7 +113,8 @@ class Wav2LipEngine(Engine, LipStage):
 
         model, device = load_model(lookup(job.settings).require(what))
         use_threads(job.settings, device)
-        return Wav2LipLipSync(model, device, batch_size=_batch_size(device), cpu_bf16=job.settings.cpu_bf16), device
+        bs = job.cap_batch(_batch_size(device))
+        return Wav2LipLipSync(model, device, batch_size=bs, cpu_bf16=job.settings.cpu_bf16), device
 
     def prepare(self, job: RenderJob) -> PreparedRender:
         face_box = job.request.wav2lip.face_box

@@ -67,9 +67,11 @@ def test_image_mask_noise_and_condition_match_upstream(golden_unet):
     mask = lower_face_mask(128)
     np.testing.assert_array_equal(mask.expand(2, -1, -1, -1).numpy(), golden_unet["mask"])
     assert mask[0, 0, 63].sum() == 0 and mask[0, 0, 64].sum() == 128  # rows >= 64 hidden
-    noise = seed_noise(7, 128)  # what torch.manual_seed(7); torch.randn((1,3,128,128)) gives
-    np.testing.assert_array_equal(noise.numpy(), golden_unet["init_noise"])
-    np.testing.assert_array_equal(condition_image(img, mask, noise).numpy(), golden_unet["cond_img"])
+    # what torch.manual_seed(7); torch.randn((1,3,128,128)) gives: bit-equal on AVX2/AVX-512, but torch's
+    # scalar normal path (ATEN_CPU_CAPABILITY=default, CPUs without AVX2) rounds differently: 1.8e-6 measured
+    noise = seed_noise(7, 128)
+    np.testing.assert_allclose(noise.numpy(), golden_unet["init_noise"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(condition_image(img, mask, noise).numpy(), golden_unet["cond_img"], rtol=0, atol=1e-5)
 
 
 def test_seed_noise_leaves_the_global_generator_alone():
@@ -99,15 +101,15 @@ def test_sample_window_runs_every_frame_of_a_window_as_one_batch(tiny_model, mon
         return forward(x, t, **kwargs)
 
     monkeypatch.setattr(tiny_model, "forward", counting)
-    result = sample_window(tiny_model, frames, frames[0], mels, steps=4, seed=7)
-    assert batches == [3, 3, 3, 3]  # one forward per step, all frames together
+    result = sample_window(tiny_model, frames, frames[0], mels, steps=3, seed=7)
+    assert batches == [3, 3, 3]  # one forward per step, all frames together
     assert result.faces.shape == (3, 64, 64, 3) and result.faces.dtype == np.uint8
     assert result.sample.shape == (3, 3, 64, 64)
     upper = result.faces[:, :32].astype(np.int16) - frames[:, :32]
     assert set(np.unique(upper).tolist()) <= {-1, 0}  # the given half, up to upstream's truncation
-    again = sample_window(tiny_model, frames, frames[0], mels, steps=4, seed=7)
+    again = sample_window(tiny_model, frames, frames[0], mels, steps=3, seed=7)
     np.testing.assert_array_equal(again.faces, result.faces)  # deterministic per seed
-    other = sample_window(tiny_model, frames, frames[0], mels, steps=4, seed=8)
+    other = sample_window(tiny_model, frames, frames[0], mels, steps=3, seed=8)
     assert not np.array_equal(other.sample.numpy(), result.sample.numpy())
 
 

@@ -1,0 +1,111 @@
+"""Which chain of engines renders a request: per quality mode, by GPU memory and mounted checkpoints.
+
+- An explicit `engine` wins over the mode: that engine alone (it fails with `engine_unavailable` when it
+  cannot run here).
+- `real_time`: SadTalker motion + Wav2Lip lips (SadTalker only on a large enough GPU), else the embedded
+  engine's motion + Wav2Lip lips, else the embedded engine alone.
+- `high_quality`: FOMM motion + Diff2Lip lips + GFPGAN restoration when all three checkpoints are mounted
+  (honoured on a CPU too, with a warning: minutes per frame); else the real-time chain, saying why.
+- `auto`: high quality when a CUDA GPU has `HQ_MIN_FREE_GPU_GB` free and every HQ checkpoint is mounted,
+  else real time with what is mounted, else the embedded engine.
+
+Every list ends with the embedded engine, so a failing neural engine falls back to it at run time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import AvatarError
+from ..runtime import GIB, gpu_free_bytes
+from ..settings import Settings
+from .base import Engine
+
+HQ_ENGINES = ("fomm", "diff2lip")  # plus the GFPGAN restoration stage
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One way to render: an engine, request options it implies, and the stage names the result reports."""
+
+    engine: Engine
+    stages: tuple[str, ...]
+    options: dict = field(default_factory=dict)  # request fields set for this plan (e.g. SadTalker's lip_refine)
+    restore: bool = False  # GFPGAN is part of this chain
+
+
+@dataclass(frozen=True)
+class Selection:
+    plans: list[Plan]
+    reason: str | None = None  # why the chain differs from what the request asked for
+    warnings: tuple[str, ...] = ()
+
+
+def _usable(engines: dict[str, Engine], name: str, settings: Settings) -> bool:
+    engine = engines.get(name)
+    return engine is not None and engine.status(settings).available
+
+
+def _real_time(engines: dict[str, Engine], order: tuple[str, ...], settings: Settings) -> list[Plan]:
+    """`order` (the registry's AUTO_ORDER) filtered to what can run here and suits `auto` on this machine."""
+    lips = _usable(engines, "wav2lip", settings)
+    plans = []
+    for name in order:
+        engine = engines.get(name)
+        if engine is None or not engine.status(settings).available or not engine.suits_auto(settings):
+            continue
+        if name == "sadtalker" and lips:  # SadTalker's motion, Wav2Lip's lips
+            plans.append(Plan(engine, ("sadtalker", "wav2lip"), {"sadtalker": {"lip_refine": True}}))
+        elif name == "wav2lip":
+            plans.append(Plan(engine, ("parametric", "wav2lip")))
+        else:
+            plans.append(Plan(engine, (name,)))
+    return plans or [Plan(engines["still"], ("still",))]
+
+
+def hq_missing(engines: dict[str, Engine], settings: Settings) -> list[str]:
+    """What the high-quality chain lacks here (empty when FOMM, Diff2Lip and GFPGAN can all run)."""
+    from ..restore.stage import lookup as gfpgan_lookup
+
+    missing = [f"{name}: {engines[name].status(settings).reason}" if name in engines else f"{name}: not built in"
+               for name in HQ_ENGINES if not _usable(engines, name, settings)]
+    gfpgan = gfpgan_lookup(settings)
+    if not gfpgan.found:
+        missing.append(f"gfpgan: {gfpgan.missing_reason('GFPGAN checkpoint')}")
+    return missing
+
+
+def _high_quality(engines: dict[str, Engine]) -> Plan:
+    return Plan(engines["fomm"], ("fomm", "diff2lip", "gfpgan"), {"fomm": {"lips": "diff2lip"}}, restore=True)
+
+
+def select(engines: dict[str, Engine], order: tuple[str, ...], requested: str, quality_mode: str,
+           settings: Settings) -> Selection:
+    if requested != "auto":
+        engine = engines.get(requested)
+        if engine is None:
+            raise AvatarError("engine_unavailable", f"engine '{requested}' is not built into this worker")
+        st = engine.status(settings)
+        if not st.available:
+            usable = [n for n, e in engines.items() if e.status(settings).available]
+            raise AvatarError("engine_unavailable",
+                              f"engine '{requested}' cannot run here: {st.reason}. Usable engines: {', '.join(usable)}")
+        return Selection([Plan(engine, (engine.name,))])
+    real_time = _real_time(engines, order, settings)
+    if quality_mode == "real_time":
+        return Selection(real_time)
+    missing = hq_missing(engines, settings)
+    if quality_mode == "high_quality":
+        if missing:
+            return Selection(real_time, reason="high_quality needs FOMM + Diff2Lip + GFPGAN: " + "; ".join(missing))
+        warnings = () if gpu_free_bytes() else ("high_quality on a CPU: FOMM and Diff2Lip take minutes per frame",)
+        return Selection([_high_quality(engines)] + real_time, warnings=warnings)
+    free = gpu_free_bytes()
+    if not missing and free >= settings.hq_min_free_gpu_gb * GIB:
+        return Selection([_high_quality(engines)] + real_time)
+    return Selection(real_time)
+
+
+def auto_picks(engines: dict[str, Engine], order: tuple[str, ...], settings: Settings) -> list[str]:
+    """The stage names `auto` would run here (for health and engine listings)."""
+    return list(select(engines, order, "auto", "auto", settings).plans[0].stages)
