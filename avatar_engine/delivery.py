@@ -44,12 +44,15 @@ def render_key(inputs: str, engine: str, engine_version: str) -> str:
     return hashlib.sha256(f"{inputs}\0{engine}\0{engine_version}".encode()).hexdigest() + ".mp4"
 
 
-def deliver_url(store, mp4: Path | None, key: str, metadata: dict[str, str]) -> dict:
-    """Upload (unless `mp4` is None: a cache hit) and return a fresh link to the object."""
+def deliver_url(store, mp4: Path | None, key: str, metadata: dict[str, str], *, deadline=None) -> dict:
+    """Upload (unless `mp4` is None: a cache hit) and return a fresh link to the object.
+
+    With a `deadline` (lifecycle.Deadline) the upload's retries stop at the job's time left, and a
+    timed-out or cancelled upload leaves no object behind."""
     if mp4 is not None:
         store.upload(mp4, key, content_type="video/mp4", metadata=metadata,
-                     cache_control="private, max-age=86400, immutable")
-    obj = store.link(key)
+                     cache_control="private, max-age=86400, immutable", deadline=deadline)
+    obj = store.link(key) if deadline is None else deadline.call(lambda: store.link(key), stage="deliver")
     out = {"video_url": obj.url, "object_name": obj.name}
     if obj.expires_at is not None:
         out["expires_at"] = obj.expires_at.isoformat().replace("+00:00", "Z")

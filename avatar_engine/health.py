@@ -84,11 +84,12 @@ def stage_reports(settings: Settings) -> dict[str, dict[str, Any]]:
 
 
 def auto_chain(settings: Settings) -> list[str] | None:
-    """The engines `auto` would try, in order, as the registry resolves it (None if that fails)."""
-    from .engines import candidates
+    """The stages `auto` would run here, e.g. ["parametric", "wav2lip"] (None if resolving fails)."""
+    from .engines import AUTO_ORDER, ENGINES
+    from .engines.selection import auto_picks
 
     try:
-        return [e.name for e in candidates("auto", settings)]
+        return auto_picks(ENGINES, AUTO_ORDER, settings)
     except Exception as exc:  # noqa: BLE001
         log.warning("resolving auto failed: %s", exc)
         return None

@@ -30,6 +30,8 @@ from .engines import Plan, PreparedRender, RenderJob
 from .errors import AvatarError
 from .fetch import load_input
 from .image_io import decode_image, fit_image
+from .lifecycle import Deadline
+from .live import LiveOutput, keyframe_interval, make_live
 from .restore.stage import enhance_frames, load_restorer_model
 from .restore.stage import lookup as restore_lookup
 from .schema import RenderRequest
@@ -72,11 +74,14 @@ def _quality_mode(request: RenderRequest) -> str:
 
 
 def _encode(prepared: PreparedRender, job: RenderJob, out: Path, mode: str, encoder: str,
-            timer: _Timer, progress: Progress | None) -> int:
+            timer: _Timer, progress: Progress | None, live: LiveOutput | None = None) -> int:
     h, w = job.image.shape[:2]
-    writer = Mp4Writer(out, width=w, height=h, fps=job.fps, audio=job.audio, mode=mode, encoder=encoder)
+    tee = live.tee(out.parent, job.audio, job.fps) if live is not None else None
+    writer = Mp4Writer(out, width=w, height=h, fps=job.fps, audio=job.audio, mode=mode, encoder=encoder,
+                       tee=tee, keyframe_every=keyframe_interval(job.fps) if tee is not None else None)
     step = max(1, job.n_frames // 20)
-    frames = prefetch(prepared.frames)
+    frames = prefetch(prepared.frames, check=lambda: job.deadline.check(f"render, after {writer.frames_written} "
+                                                                         f"of {job.n_frames} frames"))
     try:
         for i in range(job.n_frames):
             t0 = time.perf_counter()
@@ -85,9 +90,7 @@ def _encode(prepared: PreparedRender, job: RenderJob, out: Path, mode: str, enco
             except StopIteration:
                 raise AvatarError("internal", f"engine stopped after {i} of {job.n_frames} frames") from None
             t1 = time.perf_counter()
-            if t1 > job.deadline:
-                raise AvatarError("timeout", f"the render took longer than the {job.settings.job_timeout_s:.0f} s job "
-                                             f"limit (JOB_TIMEOUT_S) after {i} of {job.n_frames} frames")
+            job.deadline.check(f"render, after {i} of {job.n_frames} frames")  # timeout, or a cancel
             writer.write(frame)
             timer.add("render", t1 - t0)
             timer.add("encode", time.perf_counter() - t1)
@@ -97,6 +100,8 @@ def _encode(prepared: PreparedRender, job: RenderJob, out: Path, mode: str, enco
         writer.close()
         timer.add("encode", time.perf_counter() - t0)
     except BaseException:
+        if tee is not None:
+            tee.abort()
         writer.abort()
         out.unlink(missing_ok=True)
         raise
@@ -112,7 +117,7 @@ def suspect_process_state(message: str) -> bool:
 
 # failures of the input or of the clock, not of the engine: another engine would fail the same way
 _NO_FALLBACK_CODES = ("no_face", "invalid_input", "unsupported_media", "input_too_large", "timeout")
-_TIMING_KEYS = ("fetch", "decode", "prepare", "render", "encode", "qa", "deliver", "total")
+_TIMING_KEYS = ("fetch", "decode", "prepare", "render", "encode", "qa", "deliver", "first_segment", "total")
 
 
 @dataclass
@@ -161,7 +166,8 @@ def _job_for(plan: Plan, job: RenderJob) -> RenderJob:
 
 
 def _render_with_fallback(plans: list[Plan], job: RenderJob, mp4: Path, encoder: str, timer: _Timer,
-                          progress: Progress | None, restorer_for: Callable[[Plan], object]) -> _Rendered:
+                          progress: Progress | None, restorer_for: Callable[[Plan], object],
+                          live: LiveOutput | None = None) -> _Rendered:
     """Try plans best-first; input problems end the job, engine faults fall through to the next plan.
 
     A CUDA out-of-memory retries the same plan with half the batch, down to one frame, then steps down
@@ -177,7 +183,8 @@ def _render_with_fallback(plans: list[Plan], job: RenderJob, mp4: Path, encoder:
             try:
                 with timer.stage("prepare"):
                     restorer = restorer_for(plan)
-                    prepared = engine.prepare(plan_job)
+                    prepared = job.deadline.call(  # bounded: a stuck face or speech analysis cannot outlive the job
+                        lambda: engine.prepare(plan_job), stage=f"prepare ({engine.name}), after 0 of {job.n_frames} frames")
                 info = prepared.info
                 if restorer is not None:
                     prepared = PreparedRender(enhance_frames(prepared.frames, restorer, job.request.enhance_weight,
@@ -186,14 +193,14 @@ def _render_with_fallback(plans: list[Plan], job: RenderJob, mp4: Path, encoder:
                 if job.request.captions_burn:  # after restoration: GFPGAN must not repaint the text
                     burned = caption_stage(prepared.frames, job.request, job.audio, job.fps)
                     prepared = PreparedRender(burned, prepared.info)
-                frames = _encode(prepared, plan_job, mp4, mode, encoder, timer, progress)
+                frames = _encode(prepared, plan_job, mp4, mode, encoder, timer, progress, live)
                 if plan_job.batch_limit:
                     prepared.info["oom_batch_limit"] = plan_job.batch_limit
                 return _Rendered(plan, frames, prepared.info, failures, suspect)
             except AvatarError as exc:
                 if exc.code == "no_face" and job.request.on_no_face == "still":
                     still = engine_registry.ENGINES["still"]
-                    frames = _encode(still.prepare(job), job, mp4, mode, encoder, timer, progress)
+                    frames = _encode(still.prepare(job), job, mp4, mode, encoder, timer, progress, live)
                     return _Rendered(Plan(still, ("still",)), frames, {"no_face": True}, failures, suspect)
                 if exc.code in _NO_FALLBACK_CODES or last:
                     raise
@@ -239,7 +246,7 @@ def _fetch(request: RenderRequest, settings: Settings, local: LocalInputs | None
     return _Inputs(image, audio)
 
 
-def _decode(request: RenderRequest, settings: Settings, inputs: _Inputs, started: float) -> RenderJob:
+def _decode(request: RenderRequest, settings: Settings, inputs: _Inputs, deadline: Deadline) -> RenderJob:
     source = decode_image(inputs.image, max_pixels=settings.max_image_pixels)
     image = fit_image(source, request.size)
     source_scale = max(source.shape[:2]) / max(image.shape[:2])
@@ -252,7 +259,7 @@ def _decode(request: RenderRequest, settings: Settings, inputs: _Inputs, started
     ensure_words(request, audio)  # captions: word times (aligns a transcript when needed)
     return RenderJob(request=request, image=image, audio=audio, fps=request.fps,
                      n_frames=frame_count(audio.duration_s, request.fps), settings=settings,
-                     source_scale=source_scale, deadline=started + settings.job_timeout_s)
+                     source_scale=source_scale, deadline=deadline)
 
 
 def _restorer(request: RenderRequest, mode: str, settings: Settings, warnings: list[str]):
@@ -276,11 +283,17 @@ def _restorer(request: RenderRequest, mode: str, settings: Settings, warnings: l
 
 
 def render(request: RenderRequest, *, settings: Settings | None = None, local: LocalInputs | None = None,
-           progress: Progress | None = None, out_path: str | None = None) -> dict:
-    """Run one request to a delivered MP4 and return the result dict (raises AvatarError)."""
+           progress: Progress | None = None, out_path: str | None = None, deadline: Deadline | None = None,
+           emit: Callable[[dict], None] | None = None) -> dict:
+    """Run one request to a delivered MP4 and return the result dict (raises AvatarError; a cancelled
+    `deadline` raises JobCancelled). Every step stops at `deadline` (JOB_TIMEOUT_S from the job's start).
+    With `emit`, the video also streams while it renders (live.py): events go to `emit`."""
     settings = settings or get_settings()
+    if "quality_mode" not in request.model_fields_set and settings.default_quality_mode != "auto":
+        request = request.model_copy(update={"quality_mode": settings.default_quality_mode})
     timer = _Timer()
-    started = time.perf_counter()
+    deadline = deadline or Deadline(settings.job_timeout_s)
+    started = deadline.start
     report = progress or (lambda stage, frac: None)
     store = get_store(settings) if request.output.delivery in ("auto", "url") and not out_path else None
     delivery = "path" if out_path else resolve_delivery(request.output.delivery, settings, has_store=store is not None)
@@ -297,12 +310,12 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
     # 1. fetch: URLs / base64 / a named avatar (local files only from the CLI)
     report("fetch", 0.0)
     with timer.stage("fetch"):
-        inputs = _fetch(request, settings, local)
+        inputs = deadline.call(lambda: _fetch(request, settings, local), stage="fetch")
 
     # 2. decode: the portrait at output size, the speech at the analysis rate (or spoken from text)
     report("decode", 0.0)
     with timer.stage("decode"):
-        job = _decode(request, settings, inputs, started)
+        job = deadline.call(lambda: _decode(request, settings, inputs, deadline), stage="decode")
         del inputs
     mode = _quality_mode(request)
     selection = engine_registry.select_chain(request.engine, request.quality_mode, settings)
@@ -324,7 +337,8 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
     if delivery == "url" and request.cache:
         with timer.stage("deliver"):
             key = key_for(chain[0])
-            cached = deliver_url(store, None, key, {}) if store.exists(key) else None
+            cached = deadline.call(lambda: deliver_url(store, None, key, {}) if store.exists(key) else None,
+                                   stage="deliver")
         if cached:
             return finish({**cached, **caption_result(request, job.audio, store, key), "cached": True,
                            "engine": chain[0].name, "encoder": None, **summary})
@@ -342,27 +356,41 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
             warnings.append(f"face restoration skipped: {exc.message}")
             return None
 
+    live = make_live(emit, store if delivery == "url" else None) if emit is not None else None
     with tempfile.TemporaryDirectory(prefix="avatar-job-", dir=settings.work_dir) as tmp:
         mp4 = Path(tmp) / "render.mp4"
-        # 4. render + encode, falling back along the engine chain
-        report("render", 0.0)
-        done = _render_with_fallback(selection.plans, job, mp4, encoder, timer, progress, restorer_for)
-        info = dict(done.info)
+        try:
+            # 4. render + encode, falling back along the engine chain (and streaming, with `emit`)
+            report("render", 0.0)
+            if live is not None:
+                live.start(store=store, name_stem=key_for(chain[0])[:-4] if digest else "live", deadline=deadline)
+            done = _render_with_fallback(selection.plans, job, mp4, encoder, timer, progress, restorer_for, live)
+            if live is not None:
+                live.finish()
+            info = dict(done.info)
 
-        # 5. qa: the A/V sync self-check on the encoded file
-        if request.qa:
-            report("qa", 0.0)
-            from .quality import sync_check
+            # 5. qa: the A/V sync self-check on the encoded file
+            if request.qa:
+                report("qa", 0.0)
+                from .quality import sync_check
 
-            with timer.stage("qa"):
-                info["sync"] = sync_check(mp4, job.audio.analysis).to_dict()
+                with timer.stage("qa"):
+                    info["sync"] = deadline.call(lambda: sync_check(mp4, job.audio.analysis).to_dict(), stage="qa")
 
-        # 6. deliver: bucket URL, local path or inline base64 (captions beside it)
-        report("deliver", 0.0)
-        with timer.stage("deliver"):
-            delivered = _deliver(mp4, delivery, request, settings, store, key_for(done.engine), done, out_path)
-            delivered.update(caption_result(request, job.audio, store if delivery == "url" else None,
-                                            key_for(done.engine) if delivery == "url" else None))
+            # 6. deliver: bucket URL, local path or inline base64 (captions beside it)
+            report("deliver", 0.0)
+            with timer.stage("deliver"):
+                delivered = _deliver(mp4, delivery, request, settings, store, key_for(done.engine), done, out_path,
+                                     deadline)
+                delivered.update(deadline.call(lambda: caption_result(
+                    request, job.audio, store if delivery == "url" else None,
+                    key_for(done.engine) if delivery == "url" else None), stage="deliver"))
+        except BaseException:
+            if live is not None:
+                live.discard()
+            raise
+        if live is not None and live.first_segment_at is not None:
+            timer.ms["first_segment"] = round((live.first_segment_at - started) * 1000, 1)
 
     result = {**delivered, "engine": done.engine.name, "chain": done.chain(), "encoder": encoder, **summary,
               "frames": done.frames, **info}
@@ -378,11 +406,11 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
 
 
 def _deliver(mp4: Path, delivery: str, request: RenderRequest, settings: Settings, store, key: str,
-             done: _Rendered, out_path: str | None) -> dict:
+             done: _Rendered, out_path: str | None, deadline: Deadline) -> dict:
     if delivery == "path":
         return deliver_path(mp4, settings, name=request.output.name, exact=out_path)
     if delivery == "url":
         meta = {"engine": done.engine.name, "engine_version": done.engine.version,
                 "frames": str(done.frames), "options": request.options_digest()[:16]}
-        return {**deliver_url(store, mp4, key, meta), "cached": False}
+        return {**deliver_url(store, mp4, key, meta, deadline=deadline), "cached": False}
     return deliver_base64(mp4, settings)

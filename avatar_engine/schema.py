@@ -54,6 +54,8 @@ class FommOptions(BaseModel):
     relative: bool = Field(True, description="FOMM: move the portrait's keypoints by the driving video's change "
                                              "from its first frame (false: take the driving keypoints as they are)")
     adapt_scale: bool = Field(True, description="FOMM: scale the driving motion by the ratio of the two faces' sizes")
+    lips: Literal["auto", "diff2lip", "wav2lip", "parametric"] = Field(
+        "auto", description="FOMM: the lip stage; auto = the first that can run (Diff2Lip, Wav2Lip, the embedded repaint)")
 
 
 # Flat request keys kept as aliases of the per-engine options (older callers send them at the top level).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +26,8 @@ class Settings(BaseSettings):
         None, description="explicit Diff2Lip checkpoint, a flat state_dict .pt; CC BY-NC 4.0 (DIFF2LIP_CKPT)")
     sadtalker_auto_min_gpu_gb: float = Field(
         6.0, description="`auto` picks SadTalker only on a GPU with this much memory; 0 = also on CPU")
+    default_quality_mode: Literal["auto", "real_time", "high_quality"] = Field(
+        "auto", description="quality_mode of requests that do not set one (DEFAULT_QUALITY_MODE)")
     hq_min_free_gpu_gb: float = Field(
         12.0, description="`auto` picks the high-quality chain (FOMM + Diff2Lip + GFPGAN) only with this much free "
                           "GPU memory")

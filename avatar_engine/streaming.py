@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -20,8 +20,11 @@ class _Failure:
         self.exc = exc
 
 
-def prefetch(items: Iterable[T], depth: int = 4) -> Iterator[T]:
-    """Yield `items` while a thread computes up to `depth` ahead. Closing the generator stops it."""
+def prefetch(items: Iterable[T], depth: int = 4, *, check: Callable[[], None] | None = None) -> Iterator[T]:
+    """Yield `items` while a thread computes up to `depth` ahead. Closing the generator stops it.
+
+    `check` runs every 50 ms while the consumer waits for the next item (a job's deadline / cancel
+    token), so a stalled producer cannot hold the consumer past it."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -54,7 +57,12 @@ def prefetch(items: Iterable[T], depth: int = 4) -> Iterator[T]:
     worker.start()
     try:
         while True:
-            obj = q.get()
+            try:
+                obj = q.get(timeout=0.05)
+            except queue.Empty:
+                if check is not None:
+                    check()
+                continue
             if obj is _DONE:
                 return
             if isinstance(obj, _Failure):

@@ -80,7 +80,10 @@ class Mp4Writer:
     """
 
     def __init__(self, path: str | Path, *, width: int, height: int, fps: int, audio: AudioClip,
-                 mode: str = "real_time", encoder: str = "libx264"):
+                 mode: str = "real_time", encoder: str = "libx264", tee=None, keyframe_every: int | None = None):
+        """`tee`: an object whose `video(packet, stream)` gets a copy of every encoded video packet after
+        it is muxed here (live segmenting, avatar_engine/live.py); `keyframe_every`: a fixed GOP in
+        frames (segments can only start at keyframes)."""
         if width % 2 or height % 2:
             raise ValueError("yuv420p needs even frame sizes")
         self.path = Path(path)
@@ -107,7 +110,13 @@ class Mp4Writer:
             else:
                 self._video.bit_rate = preset.bitrate
             self._video.options = opts
+        if keyframe_every:
+            self._video.codec_context.gop_size = keyframe_every
+            if encoder != "h264_nvenc":
+                opts["x264-params"] = f"keyint={keyframe_every}:min-keyint={keyframe_every}:scenecut=0"
+                self._video.options = opts
         self._video.codec_context.options = dict(self._video.options)
+        self._tee = tee
         self._astream = self._container.add_stream("aac", rate=audio.rate)
         self._astream.layout = "stereo" if audio.channels == 2 else "mono"
         self._astream.bit_rate = 128_000 if audio.channels == 2 else 96_000
@@ -119,7 +128,7 @@ class Mp4Writer:
                                           f"expected {(self.height, self.width, 3)}/uint8")
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
         frame.pts = self.frames_written
-        self._mux(self._video.encode(frame))
+        self._mux_video(self._video.encode(frame))
         self.frames_written += 1
 
     def _mux(self, packets) -> None:
@@ -127,6 +136,15 @@ class Mp4Writer:
             self._container.mux(packets)
         except OSError as exc:  # disk full, file removed under us
             raise AvatarError("internal", f"writing the MP4 failed: {_reason(exc)}") from None
+
+    def _mux_video(self, packets) -> None:
+        if self._tee is None:
+            self._mux(packets)
+            return
+        copies = [_copy_packet(p) for p in packets]  # muxing rescales the originals in place
+        self._mux(packets)  # first: the tee's stream copies its codec parameters from this header
+        for packet in copies:
+            self._tee.video(packet, self._video)
 
     def _write_audio(self) -> None:
         samples = self._audio.samples
@@ -142,7 +160,7 @@ class Mp4Writer:
 
     def close(self) -> None:
         """Flush video, mux the audio, finalize (faststart moves the moov atom to the front)."""
-        self._mux(self._video.encode(None))
+        self._mux_video(self._video.encode(None))
         self._write_audio()
         try:
             self._container.close()
@@ -155,3 +173,9 @@ class Mp4Writer:
             self._container.close()
         except Exception:  # noqa: BLE001 - the file is being thrown away
             pass
+
+
+def _copy_packet(packet: av.Packet) -> av.Packet:
+    copy = av.Packet(bytes(packet))
+    copy.pts, copy.dts, copy.time_base, copy.is_keyframe = packet.pts, packet.dts, packet.time_base, packet.is_keyframe
+    return copy

@@ -69,6 +69,12 @@ def warm_up() -> None:
     settings = get_settings()
     report_bad_explicit_paths(settings)  # once per process: a wrong *_CKPT is a deployment mistake
     get_face_mesh()
+    import sys
+
+    if "torch" in sys.modules:  # a neural engine is loaded: probe CUDA now, so health answers in milliseconds
+        from .health import device_report
+
+        device_report()
     pick_encoder(settings.video_encoder)
     from .restore.stage import gfpgan_checkpoint, load_restorer_model
 
@@ -91,8 +97,11 @@ def warm_up() -> None:
         log.warning("pocketsphinx unavailable; lip-sync will use the signal path", exc_info=True)
 
 
-def run_job(job: dict, *, settings: Settings | None = None) -> dict:
-    """Handle one Runpod job dict (`{"id", "input"}`) and return its output or error."""
+def run_job(job: dict, *, settings: Settings | None = None, deadline=None, emit=None) -> dict:
+    """Handle one Runpod job dict (`{"id", "input"}`) and return its output or error.
+
+    `deadline` (lifecycle.Deadline) bounds the whole job and carries its cancel token (a cancel raises
+    lifecycle.JobCancelled, not a result); `emit` streams live events (jobs.py)."""
     try:
         payload = job.get("input") if isinstance(job, dict) else None
         if isinstance(payload, dict) and "action" in payload:
@@ -100,7 +109,8 @@ def run_job(job: dict, *, settings: Settings | None = None) -> dict:
 
             return run_action(payload, settings or get_settings())
         request = parse_request(payload)
-        return render(request, settings=settings, progress=_progress_reporter(job if isinstance(job, dict) else {}))
+        return render(request, settings=settings, progress=_progress_reporter(job if isinstance(job, dict) else {}),
+                      deadline=deadline, emit=emit)
     except AvatarError as exc:
         log.info("job %s failed: %s: %s", job.get("id", "-") if isinstance(job, dict) else "-", exc.code, exc.message)
         return error_result(exc)

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Iterable, Iterator, Protocol, runtime_checkabl
 import numpy as np
 
 from ..audio.io import AudioClip
+from ..lifecycle import Deadline
 from ..schema import RenderRequest
 from ..settings import Settings
 
@@ -24,7 +25,8 @@ class RenderJob:
     n_frames: int
     settings: Settings
     source_scale: float = 1.0  # source image pixels per output pixel (face-size checks use the source)
-    deadline: float = float("inf")  # time.perf_counter() value after which the job is abandoned
+    # the job's clock and cancel token (lifecycle.Deadline; compares with time.perf_counter() values)
+    deadline: Deadline = field(default_factory=Deadline.unbounded)
     batch_limit: int | None = None  # set after a CUDA out-of-memory: engines batch at most this many frames
 
     def cap_batch(self, size: int) -> int:

@@ -86,3 +86,9 @@ def test_tests_json_inputs_parse_and_timeouts_are_ms():
             parse_request(case["input"])
     for e in TESTS["config"].get("env", []):
         assert e["key"] in ENV and isinstance(e["value"], str)
+
+
+def test_hub_dockerfile_is_the_realtime_image():
+    """The Hub builds `.runpod/Dockerfile`: a link to Dockerfile.sadtalker, so the two never drift."""
+    link = REPO / ".runpod" / "Dockerfile"
+    assert link.is_symlink() and link.resolve() == (REPO / "Dockerfile.sadtalker").resolve()

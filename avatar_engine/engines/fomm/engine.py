@@ -22,8 +22,8 @@ half side) lies wholly inside the crop, so the crop's border and corners keep th
 the crop is about four eye distances wide, so it reaches well below the chin and the jaw line sits in
 the mask's solid core, while the feather crosses the neck and shoulders, where the re-posed output and
 the portrait differ least (head poses are small). Then the first available lip stage repaints the mouth
-(`lips`: Wav2Lip when its checkpoint is mounted, else the embedded engine's mouth repaint; Diff2Lip can
-be put first by the registry).
+(`lips`, wired by the registry in order of preference: Wav2Lip when its checkpoint is mounted, else the
+embedded engine's mouth repaint; the request's `fomm.lips` can name one instead).
 
 Checkpoint: FOMM_CKPT or MODEL_ROOT/fomm/vox-cpk.pth.tar (vox-adv-cpk.pth.tar also accepted); source:
 the Google Drive / Yandex Disk links in the AliaksandrSiarohin/first-order-model README. License: code MIT
@@ -192,12 +192,20 @@ class FommEngine(Engine):
         if found.found:
             cached_fomm_nets(found.path, torch_device())
 
-    def lip_stage(self, settings: Settings) -> LipStage | None:
-        """The first lip stage that can run here (an engine's status decides; other stages always can)."""
-        for lips in self._lips:
-            if not isinstance(lips, Engine) or lips.status(settings).available:
-                return lips
-        return None
+    def lip_stage(self, settings: Settings, wanted: str = "auto") -> LipStage | None:
+        """`wanted` ("auto": the first lip stage that can run here; an engine's status decides, other stages
+        always can), or the named one, which must be wired and able to run (else `engine_unavailable`)."""
+        if wanted == "auto":
+            return next((lips for lips in self._lips
+                         if not isinstance(lips, Engine) or lips.status(settings).available), None)
+        lips = next((lips for lips in self._lips if getattr(lips, "name", None) == wanted), None)
+        if lips is None:
+            wired = ", ".join(getattr(x, "name", type(x).__name__) for x in self._lips) or "none"
+            raise AvatarError("engine_unavailable", f"fomm.lips: the '{wanted}' lip stage is not wired to the fomm "
+                                                    f"engine in this worker (wired: {wired})")
+        if isinstance(lips, Engine) and not (st := lips.status(settings)).available:
+            raise AvatarError("engine_unavailable", f"fomm.lips: '{wanted}' cannot run here: {st.reason}")
+        return lips
 
     def prepare(self, job: RenderJob) -> PreparedRender:
         import torch
@@ -212,6 +220,7 @@ class FommEngine(Engine):
         source = extract_square(image, box, FACE_SIZE)
 
         req = job.request
+        lips = self.lip_stage(job.settings, req.fomm.lips)  # a missing named lip stage fails before any work
         clip = load_reference_video(job) if (req.reference_video_url or req.reference_video_b64) else None
 
         device = torch_device()
@@ -243,7 +252,6 @@ class FommEngine(Engine):
 
         paster = SquarePaster(image, box)
         frames = _frames(nets, device, encoding, kp_source, kp_driving, paster, bs, job)
-        lips = self.lip_stage(job.settings)
         if lips is not None:
             frames = lips.refine(frames, job)
         info["lip_stage"] = getattr(lips, "name", type(lips).__name__) if lips is not None else None

@@ -32,6 +32,7 @@ from avatar_engine.engines.fomm.nets import KPDetector, OcclusionAwareGenerator
 from avatar_engine.engines.parametric.animation import HeadTrack
 from avatar_engine.engines.parametric.lipstage import mouth_coeffs
 from avatar_engine.engines.wav2lip.nets import Wav2Lip
+from avatar_engine.errors import AvatarError
 from avatar_engine.face.blend import SquareBox
 from avatar_engine.face.locate import locate_face
 from avatar_engine.image_io import decode_image, fit_image
@@ -137,6 +138,13 @@ def test_lip_stage_is_the_first_available_one(settings, with_fomm, wav2lip_root)
     engine = ENGINES["fomm"]
     assert engine.lip_stage(with_fomm).name == "parametric"  # no Wav2Lip checkpoint: the embedded repaint
     assert engine.lip_stage(settings.model_copy(update={"model_root": wav2lip_root})).name == "wav2lip"
+    assert engine.lip_stage(with_fomm, "parametric").name == "parametric"
+    for wanted, needle in (("wav2lip", "Wav2Lip checkpoint"), ("diff2lip", "not wired")):
+        with pytest.raises(AvatarError) as err:
+            engine.lip_stage(with_fomm, wanted)
+        assert err.value.code == "engine_unavailable" and needle in err.value.message, err.value.message
+    error = parse_error(run_job({"input": _payload(fomm={"lips": "wav2lip"})}, settings=with_fomm)["error"])
+    assert error["code"] == "engine_unavailable" and "fomm.lips" in error["message"]
 
 
 def test_missing_checkpoint_is_named_when_fomm_is_requested(settings):
@@ -300,3 +308,39 @@ def test_mov_reference_video_with_wav2lip_lips(settings, wav2lip_root, monkeypat
     _check_render(result, 4)
     assert result["driving"] == "video" and result["reference_frames"] == 4 and result["reference_loop"] is None
     assert result["lip_stage"] == "wav2lip"
+
+
+@pytest.mark.slow
+def test_prepare_changes_only_the_crop_and_moves_with_the_head_track(with_fomm, monkeypatch):
+    """Without a lip stage the frames are the generator's faces pasted into the portrait: outside the crop
+    box every pixel is the portrait's. Det-weight faces hardly depend on the keypoints (the output is a
+    sigmoid near 0.5, std ~0.003), so the head track is checked on the driving keypoints each batch gets."""
+    from avatar_engine.engines.fomm import FommEngine
+    from avatar_engine.engines.fomm import engine as fomm_engine
+
+    seen = []
+    original = fomm_engine.render_batch
+
+    def recording_batch(nets, device, encoding, kp_source, kp_driving, cpu_bf16=False):
+        seen.append(kp_driving["value"].clone())
+        return original(nets, device, encoding, kp_source, kp_driving, cpu_bf16)
+
+    monkeypatch.setattr(fomm_engine, "render_batch", recording_batch)
+    req = parse_request({"engine": "fomm", "size": 256, "fps": FPS, "seed": 2}, local=True)
+    image = fit_image(decode_image(asset_bytes("astronaut_512.png"), max_pixels=10 ** 8), 256)
+    audio = decode_audio(_speech(0.6), max_seconds=300, min_seconds=0.2)
+    job = RenderJob(request=req, image=image, audio=audio, fps=FPS, n_frames=6, settings=with_fomm,
+                    source_scale=2.0)
+    prepared = FommEngine(motion=ENGINES["parametric"], lips=[]).prepare(job)
+    assert prepared.info["lip_stage"] is None and prepared.info["driving"] == "audio"
+    x0, y0, x1, y1 = prepared.info["crop_box"]
+    frames = list(prepared.frames)
+    bs = prepared.info["batch_size"]
+    assert len(frames) == 6 and [len(v) for v in seen] == [min(bs, 6 - i) for i in range(0, 6, bs)]
+    for frame in frames:
+        assert not np.array_equal(frame, image)  # the face was replaced...
+        outside = frame.copy()
+        outside[max(y0, 0):y1, max(x0, 0):x1] = image[max(y0, 0):y1, max(x0, 0):x1]
+        assert np.array_equal(outside, image)  # ...and nothing outside the crop box
+    values = torch.cat(seen)
+    assert float((values[1:] - values[:-1]).abs().amax()) > 1e-4  # the head moves from frame to frame
