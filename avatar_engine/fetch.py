@@ -18,6 +18,7 @@ from urllib.parse import urljoin, urlsplit
 import urllib3
 
 from .errors import AvatarError
+from .lifecycle import Deadline
 from .settings import Settings
 
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?),", re.I)
@@ -90,8 +91,14 @@ def _check_address(ip: str, host: str, settings: Settings) -> None:
 
 
 def _resolve(host: str, port: int, settings: Settings) -> str:
+    """getaddrinfo has no timeout of its own: it runs in a helper thread we stop waiting for after
+    FETCH_CONNECT_TIMEOUT_S (the job's deadline bounds it too, through the fetch step)."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = Deadline.unbounded().call(lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM),
+                                          stage="dns", limit_s=settings.fetch_connect_timeout_s)
+    except TimeoutError:
+        raise AvatarError("fetch_failed", f"resolving host {host!r} took longer than "
+                                          f"{settings.fetch_connect_timeout_s:g} s") from None
     except (socket.gaierror, UnicodeError):
         raise AvatarError("fetch_failed", f"cannot resolve host {host!r}") from None
     addresses = [info[4][0] for info in infos]

@@ -1,4 +1,4 @@
-"""The README documents exactly the environment variables the worker reads."""
+"""The README documents exactly the environment variables the worker reads, and every module."""
 
 import re
 
@@ -24,3 +24,12 @@ def test_every_setting_is_documented_and_nothing_else():
     documented = _documented()
     assert settings - documented == set(), "settings missing from the README"
     assert documented - settings - EXTERNAL == set(), "README documents variables nothing reads"
+
+
+def test_readme_layout_lists_every_module():
+    """README "Layout" names every module and package of avatar_engine/ and nothing that does not exist
+    (regenerate the block with `python -m tests.support.layout`)."""
+    from tests.support import layout
+
+    listed = layout.parse(layout.readme_block((REPO / "README.md").read_text()))
+    assert sorted(listed) == sorted(layout.modules())
