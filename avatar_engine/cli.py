@@ -31,6 +31,9 @@ def _render(args) -> int:
     if (args.audio is None) == (args.text is None):
         print("error: give exactly one of --audio or --text", file=sys.stderr)
         return 2
+    if args.reference_video and args.engine not in ("auto", "fomm"):
+        print("error: --reference-video drives the fomm engine (use --engine fomm or auto)", file=sys.stderr)
+        return 2
     bar = tqdm(total=100, desc="fetch", unit="%", bar_format="{desc:<8} {bar} {percentage:3.0f}%", file=sys.stderr)
 
     def progress(stage: str, fraction: float) -> None:
@@ -41,7 +44,8 @@ def _render(args) -> int:
     try:
         request = parse_request(options, local=True)
         audio = Path(args.audio).read_bytes() if args.audio else None
-        local = LocalInputs(image=Path(args.face).read_bytes(), audio=audio)
+        video = Path(args.reference_video).read_bytes() if args.reference_video else None
+        local = LocalInputs(image=Path(args.face).read_bytes(), audio=audio, reference_video=video)
         result = render(request, local=local, progress=progress, out_path=args.out)
     except OSError as exc:
         bar.close()
@@ -98,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--voice", help="with --text: espeak:<voice> or piper:<name>")
     r.add_argument("--language", help="BCP-47 language of the speech or text (default en)")
     r.add_argument("--captions", choices=["srt", "vtt"], help="return captions in the result")
+    r.add_argument("--reference-video", help="FOMM driving video file (head motion from a video)")
     r.add_argument("--out", required=True, help="output .mp4 path")
     r.add_argument("--engine", default="auto")
     r.add_argument("--mode", default="auto", choices=["auto", "real_time", "high_quality"])

@@ -101,17 +101,12 @@ class HlsTee:
 
     def video(self, packet: av.Packet, template) -> None:
         """One encoded video packet (a copy, in the encoder's 1/fps time base)."""
-        first = self._out is None
-        if first:
+        if self._out is None:
             self._open(template)
         end_s = float(((packet.pts or 0) + 1) * packet.time_base) if packet.time_base else 0.0
         self._feed_audio(end_s + _AUDIO_LEAD_S)
         packet.stream = self._vstream
         self._out.mux(packet)
-        if first:
-            init = self.folder / "init.mp4"
-            if init.exists():
-                self._on_init(init)
         if packet.is_keyframe:
             self._poll()
 
@@ -135,6 +130,8 @@ class HlsTee:
             listed = _parse_playlist(self.playlist.read_text())
         except OSError:
             return
+        if listed and not self._seen:  # FFmpeg writes the init segment with the first media segment
+            self._on_init(self.folder / "init.mp4")
         for index in range(self._seen, len(listed)):
             duration, name = listed[index]
             self._on_segment(Segment(index, self.folder / name, duration))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import tempfile
 import time
@@ -51,6 +52,7 @@ class LocalInputs:
 
     image: bytes
     audio: bytes | None  # None with `text`: the voice makes the audio
+    reference_video: bytes | None = None
 
 
 class _Timer:
@@ -230,11 +232,12 @@ def _render_with_fallback(plans: list[Plan], job: RenderJob, mp4: Path, encoder:
 class _Inputs:
     image: bytes
     audio: bytes | None  # None for text input: the voice makes the audio in step 2
+    video: bytes | None = None  # a FOMM driving video
 
 
 def _fetch(request: RenderRequest, settings: Settings, local: LocalInputs | None) -> _Inputs:
     if local is not None:
-        return _Inputs(local.image, None if request.text is not None else local.audio)
+        return _Inputs(local.image, None if request.text is not None else local.audio, local.reference_video)
     if request.avatar_id:
         from .avatars import load_avatar_image
 
@@ -243,7 +246,11 @@ def _fetch(request: RenderRequest, settings: Settings, local: LocalInputs | None
         image = load_input(request.image_url, request.image_b64, kind="image", settings=settings).data
     audio = None if request.text is not None else load_input(
         request.audio_url, request.audio_b64, kind="audio", settings=settings).data
-    return _Inputs(image, audio)
+    video = None
+    if request.reference_video_url or request.reference_video_b64:
+        video = load_input(request.reference_video_url, request.reference_video_b64, kind="video",
+                           settings=settings).data
+    return _Inputs(image, audio, video)
 
 
 def _decode(request: RenderRequest, settings: Settings, inputs: _Inputs, deadline: Deadline) -> RenderJob:
@@ -259,7 +266,7 @@ def _decode(request: RenderRequest, settings: Settings, inputs: _Inputs, deadlin
     ensure_words(request, audio)  # captions: word times (aligns a transcript when needed)
     return RenderJob(request=request, image=image, audio=audio, fps=request.fps,
                      n_frames=frame_count(audio.duration_s, request.fps), settings=settings,
-                     source_scale=source_scale, deadline=deadline)
+                     source_scale=source_scale, deadline=deadline, reference_video=inputs.video)
 
 
 def _restorer(request: RenderRequest, mode: str, settings: Settings, warnings: list[str]):
@@ -318,7 +325,8 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
         job = deadline.call(lambda: _decode(request, settings, inputs, deadline), stage="decode")
         del inputs
     mode = _quality_mode(request)
-    selection = engine_registry.select_chain(request.engine, request.quality_mode, settings)
+    selection = engine_registry.select_chain(request.engine, request.quality_mode, settings,
+                                             reference_video=job.reference_video is not None)
     warnings.extend(selection.warnings)
     chain = [plan.engine for plan in selection.plans]
     h, w = job.image.shape[:2]
@@ -328,8 +336,10 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
     # 3. prepare: the bucket cache (a hit ends the job), the encoder, the optional restoration stage
     # text input: the options (text, voice, language) define the audio; eSpeak's samples vary by a few per call
     audio_identity = job.audio.samples if request.text is None else np.zeros(0, np.float32)
-    digest = inputs_digest(job.image, audio_identity, job.audio.rate, request.options_digest()) \
-        if delivery == "url" else ""
+    options = request.options_digest()
+    if job.reference_video is not None:  # the driving video by content, like the portrait and the speech
+        options += hashlib.sha256(job.reference_video).hexdigest()
+    digest = inputs_digest(job.image, audio_identity, job.audio.rate, options) if delivery == "url" else ""
 
     def key_for(engine) -> str:
         return render_key(digest, engine.name, engine.version)

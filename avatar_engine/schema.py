@@ -55,7 +55,7 @@ class FommOptions(BaseModel):
                                              "from its first frame (false: take the driving keypoints as they are)")
     adapt_scale: bool = Field(True, description="FOMM: scale the driving motion by the ratio of the two faces' sizes")
     lips: Literal["auto", "diff2lip", "wav2lip", "parametric"] = Field(
-        "auto", description="FOMM: the lip stage; auto = the first that can run (Diff2Lip, Wav2Lip, the embedded repaint)")
+        "auto", description="FOMM: the lip stage; auto = the first wired one that can run here")
 
 
 # Flat request keys kept as aliases of the per-engine options (older callers send them at the top level).
@@ -163,9 +163,7 @@ class RenderRequest(BaseModel):
     def options_digest(self) -> str:
         """Hash of the options that change the output (inputs hashed separately, by content)."""
         opts = self.model_dump(exclude={"image_url", "image_b64", "avatar_id", "audio_url", "audio_b64", "output",
-                                        "cache", "qa", "reference_video_b64"})
-        if self.reference_video_b64:  # the engine fetches the video itself: key an inline one by its text
-            opts["reference_video_b64"] = hashlib.sha256(self.reference_video_b64.encode()).hexdigest()
+                                        "cache", "qa", "reference_video_url", "reference_video_b64"})
         return hashlib.sha256(json.dumps(opts, sort_keys=True).encode()).hexdigest()
 
 

@@ -102,7 +102,8 @@ def run_audio2pose(net, d, probes: bool = True) -> dict:
     dt = dtype_of(net)
     mels, ref = tensor(d, "in_indiv_mels", dt), tensor(d, "in_ref", dt)
     with first_outputs(net, probe_paths(d) if probes else []) as seen:
-        motion, pose = G.audio2pose_test(net, mels, ref[:, 0, 64:70], tensor(d, "in_class", torch.int64), tensor(d, "in_z", dt))
+        motion, pose = G.audio2pose_test(net, mels, ref[:, 0, 64:70], tensor(d, "in_class", torch.int64),
+                                         tensor(d, "in_z", dt))
     with torch.no_grad():
         emb = net.audio_encoder(mels[:, 1:33])
     return {"out_pose_motion_pred": motion, "out_pose_pred": pose, "out_audio_emb_chunk0": emb,
@@ -185,7 +186,8 @@ def test_audio2exp_float64_matches_golden(exp_net64):
 
 def test_audio2exp_float32_outputs_match_golden(exp_net):
     d = golden("audio2exp")
-    assert_golden(run_audio2exp(exp_net, d, probes=False), d, {"out_*": FLOAT32_OUT_TOL}, expected=stored(d, probes=False))
+    got = run_audio2exp(exp_net, d, probes=False)
+    assert_golden(got, d, {"out_*": FLOAT32_OUT_TOL}, expected=stored(d, probes=False))
 
 
 def test_audio2exp_mutation_swapped_channels_fails(exp_net64):
@@ -208,7 +210,8 @@ def test_audio2pose_float64_matches_golden(pose_net64):
 
 def test_audio2pose_float32_outputs_match_golden(pose_net):
     d = golden("audio2pose")
-    assert_golden(run_audio2pose(pose_net, d, probes=False), d, {"out_*": FLOAT32_OUT_TOL}, expected=stored(d, probes=False))
+    got = run_audio2pose(pose_net, d, probes=False)
+    assert_golden(got, d, {"out_*": FLOAT32_OUT_TOL}, expected=stored(d, probes=False))
 
 
 def test_audio2pose_mutation_missing_residual_fails(pose_net64, monkeypatch):
@@ -234,7 +237,8 @@ def test_audio2pose_short_clip_front_pads(pose_net):
     torch.testing.assert_close(motion[:, 1:], full[:, -5:])
 
 
-@pytest.fixture(scope="module", params=[("mappingnet", 70), ("mappingnet_full", 73)], ids=["mappingnet-70", "mappingnet-73"])
+@pytest.fixture(scope="module", params=[("mappingnet", 70), ("mappingnet_full", 73)],
+                ids=["mappingnet-70", "mappingnet-73"])
 def mapping(request):
     """(golden name, float32 det-filled MappingNet, its float64 twin)."""
     name, coeff_nc = request.param

@@ -197,6 +197,21 @@ def test_cli_renders_local_files(tmp_path, capsys):
     assert main(["render", "--face", str(tmp_path / "missing.png"), "--audio", str(out), "--out", str(out)]) == 2
 
 
+def test_cli_text_and_argument_errors(tmp_path, capsys):
+    from avatar_engine.cli import main
+    from tests.support.media import ASSETS
+
+    out = tmp_path / "text.mp4"
+    face = str(ASSETS / "astronaut_512.png")
+    code = main(["render", "--face", face, "--text", "Hallo zusammen.", "--language", "de", "--captions", "srt",
+                 "--out", str(out), "--size", "256", "--engine", "parametric"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["lipsync"] == "synthesizer" and "Hallo zusammen." in result["captions"]
+    assert main(["render", "--face", face, "--out", str(out)]) == 2  # neither --audio nor --text
+    assert main(["render", "--face", face, "--text", "x", "--reference-video", face, "--engine", "wav2lip",
+                 "--out", str(out)]) == 2
+
+
 def test_progress_goes_to_runpod_only_on_runpod(monkeypatch):
     from avatar_engine import worker
 

@@ -47,9 +47,10 @@ def list_engines(settings: Settings) -> dict[str, dict]:
     return out
 
 
-def select_chain(requested: str, quality_mode: str, settings: Settings) -> Selection:
+def select_chain(requested: str, quality_mode: str, settings: Settings, *, reference_video: bool = False
+                 ) -> Selection:
     """The plans to try for a request, best first (see `selection`)."""
-    return select(ENGINES, AUTO_ORDER, requested, quality_mode, settings)
+    return select(ENGINES, AUTO_ORDER, requested, quality_mode, settings, reference_video=reference_video)
 
 
 def candidates(requested: str, settings: Settings) -> list[Engine]:

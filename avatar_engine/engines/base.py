@@ -28,6 +28,7 @@ class RenderJob:
     # the job's clock and cancel token (lifecycle.Deadline; compares with time.perf_counter() values)
     deadline: Deadline = field(default_factory=Deadline.unbounded)
     batch_limit: int | None = None  # set after a CUDA out-of-memory: engines batch at most this many frames
+    reference_video: bytes | None = None  # the request's driving video, fetched with the other inputs
 
     def cap_batch(self, size: int) -> int:
         """An engine's preferred batch size, capped by `batch_limit` (never below 1)."""

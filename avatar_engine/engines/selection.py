@@ -7,7 +7,8 @@
 - `high_quality`: FOMM motion + Diff2Lip lips + GFPGAN restoration when all three checkpoints are mounted
   (honoured on a CPU too, with a warning: minutes per frame); else the real-time chain, saying why.
 - `auto`: high quality when a CUDA GPU has `HQ_MIN_FREE_GPU_GB` free and every HQ checkpoint is mounted,
-  else real time with what is mounted, else the embedded engine.
+  else real time with what is mounted, else the embedded engine. A request with a `reference_video_*`
+  (a driving video) runs FOMM.
 
 Every list ends with the embedded engine, so a failing neural engine falls back to it at run time.
 """
@@ -80,7 +81,14 @@ def _high_quality(engines: dict[str, Engine]) -> Plan:
 
 
 def select(engines: dict[str, Engine], order: tuple[str, ...], requested: str, quality_mode: str,
-           settings: Settings) -> Selection:
+           settings: Settings, *, reference_video: bool = False) -> Selection:
+    if requested == "auto" and reference_video:  # a driving video means FOMM's motion transfer
+        fomm = engines.get("fomm")
+        if fomm is None or not fomm.status(settings).available:
+            reason = fomm.status(settings).reason if fomm is not None else "not built into this worker"
+            raise AvatarError("engine_unavailable", f"reference_video needs the fomm engine, which cannot run here: "
+                                                    f"{reason}")
+        requested = "fomm"
     if requested != "auto":
         engine = engines.get(requested)
         if engine is None:

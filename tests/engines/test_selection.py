@@ -143,3 +143,12 @@ def test_result_names_the_chain_and_why_it_differs(settings, portrait_png, short
         result["fallback_reason"]
     plain = run_job(_job(portrait_png, short_wav, quality_mode="real_time"), settings=settings)
     assert plain["chain"] == ["parametric"] and "fallback_reason" not in plain
+
+
+def test_a_reference_video_means_fomm(settings):
+    engines = _engines(fomm=True, wav2lip=True)
+    picked = sel.select(engines, AUTO_ORDER, "auto", "real_time", settings, reference_video=True)
+    assert _stages(picked) == [("fomm",)]
+    with pytest.raises(AvatarError) as err:
+        sel.select(_engines(), AUTO_ORDER, "auto", "auto", settings, reference_video=True)
+    assert err.value.code == "engine_unavailable" and "reference_video needs the fomm engine" in err.value.message

@@ -20,6 +20,7 @@ from typing import Iterator, Mapping
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -136,3 +137,34 @@ def swap_rows(i: int = 0, j: int = 1, dim: int = 0):
         weight.index_copy_(dim, torch.tensor([i, j]), weight.index_select(dim, torch.tensor([j, i])))
 
     return edit
+
+
+def _conv3d_by_depth_slices(x: torch.Tensor, conv: nn.Conv3d, slices_per_call: int = 4) -> torch.Tensor:
+    """conv3d as a sum over kernel depth of 2-D convolutions of depth slices (same sums, other order)."""
+    b, _, d, _, _ = x.shape
+    pd, ph, pw = conv.padding
+    kd = conv.weight.shape[2]
+    xp = F.pad(x, (0, 0, 0, 0, pd, pd))
+    d_out = d + 2 * pd - kd + 1
+    out = None
+    for k in range(kd):
+        planes = xp[:, :, k:k + d_out].transpose(1, 2).reshape(b * d_out, x.shape[1], *x.shape[3:])
+        y = torch.cat([F.conv2d(chunk, conv.weight[:, :, k], None, padding=(ph, pw))
+                       for chunk in planes.split(slices_per_call)])
+        out = y if out is None else out + y
+    out = out.reshape(b, d_out, *out.shape[1:]).transpose(1, 2)
+    return out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1, 1)
+
+
+def conv3d_by_slices(model: nn.Module) -> nn.Module:
+    """Route every (stride-1, undilated, ungrouped) Conv3d of a float64 model through 2-D convolutions.
+
+    CPU float64 conv3d has no oneDNN kernel: its unfold needs ~20 GB for SadTalker's generator at 256 px;
+    depth slices need < 2 GB and are as exact. Returns the model (patched in place, instance-level).
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv3d):
+            assert module.stride == (1, 1, 1) and module.dilation == (1, 1, 1) and module.groups == 1
+            assert module.padding_mode == "zeros"
+            module.forward = lambda x, conv=module: _conv3d_by_depth_slices(x, conv)
+    return model

@@ -156,7 +156,9 @@ def load_reference_video(job: RenderJob) -> DrivingClip:
     from .driving import DrivingLimits, decode_driving_video
 
     req, settings = job.request, job.settings
-    data = load_input(req.reference_video_url, req.reference_video_b64, kind="video", settings=settings).data
+    data = job.reference_video
+    if data is None:  # a job built outside the pipeline (which fetches it in its fetch step)
+        data = load_input(req.reference_video_url, req.reference_video_b64, kind="video", settings=settings).data
     limits = DrivingLimits(max_bytes=settings.max_video_bytes, max_seconds=max(settings.max_audio_seconds, 1.0))
     return decode_driving_video(data, job.fps, size=FACE_SIZE, box_fn=_reference_face_box, limits=limits,
                                 stop_after=job.n_frames)

@@ -56,6 +56,15 @@ def tiny_model() -> TFGModel:
     return fill_module(TFGModel(TINY))
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny forwards gain nothing from threads, and on a busy CPU OpenMP's spinning made them 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def golden_inputs(golden: dict, rows=slice(None), dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """x_t, t and the conditioning of the golden forward, as the model takes them."""
     def tensor(name):

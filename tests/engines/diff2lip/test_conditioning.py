@@ -88,7 +88,7 @@ def test_compose_truncates_like_upstream(golden_unet, golden_sampler):
     np.testing.assert_array_equal(faces, golden_sampler["loop_recon_uint8"])
 
 
-def test_sample_window_runs_every_frame_of_a_window_as_one_batch(tiny_model, monkeypatch):
+def test_sample_window_runs_every_frame_of_a_window_as_one_batch(tiny_model, monkeypatch, one_thread):
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     mels = rng.uniform(-4, 4, (3, 80, 16)).astype(np.float32)

@@ -83,7 +83,7 @@ def test_float64_forward_matches_golden(det_model, golden_unet):
     assert errors["time_embed_out"] < 2e-6  # float64 embedding: only the golden's float32 rounding left
 
 
-def test_convert_to_fp16_is_upstreams_split(tiny_model):
+def test_convert_to_fp16_is_upstreams_split(tiny_model, one_thread):
     """Conv weights half; Linear layers, GroupNorm and `out` stay float32; the output is float32."""
     model = TFGModel(TINY)
     model.load_state_dict(tiny_model.state_dict())
