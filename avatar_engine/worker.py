@@ -10,12 +10,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from typing import Any
 
+from .actions import run_action
+from .engines import ENGINES
 from .errors import AvatarError
+from .face.landmarks import get_face_mesh
+from .health import device_report
 from .pipeline import render, suspect_process_state
+from .restore.stage import gfpgan_checkpoint, load_restorer_model
+from .runtime import report_bad_explicit_paths
 from .schema import parse_request
 from .settings import Settings, get_settings
+from .video_encode import pick_encoder
 
 log = logging.getLogger("avatar_engine")
 
@@ -61,23 +69,12 @@ def _progress_reporter(job: dict):
 def warm_up() -> None:
     """Load what every job needs once per process (face models, phone decoder, encoder probe),
     so the first job of a warm worker is as fast as the rest."""
-    from .engines import ENGINES
-    from .face.landmarks import get_face_mesh
-    from .runtime import report_bad_explicit_paths
-    from .video_encode import pick_encoder
-
     settings = get_settings()
     report_bad_explicit_paths(settings)  # once per process: a wrong *_CKPT is a deployment mistake
     get_face_mesh()
-    import sys
-
     if "torch" in sys.modules:  # a neural engine is loaded: probe CUDA now, so health answers in milliseconds
-        from .health import device_report
-
         device_report()
     pick_encoder(settings.video_encoder)
-    from .restore.stage import gfpgan_checkpoint, load_restorer_model
-
     if gfpgan_checkpoint(settings):
         try:
             load_restorer_model(settings)
@@ -105,8 +102,6 @@ def run_job(job: dict, *, settings: Settings | None = None, deadline=None, emit=
     try:
         payload = job.get("input") if isinstance(job, dict) else None
         if isinstance(payload, dict) and "action" in payload:
-            from .actions import run_action
-
             return run_action(payload, settings or get_settings())
         request = parse_request(payload)
         return render(request, settings=settings, progress=_progress_reporter(job if isinstance(job, dict) else {}),

@@ -6,8 +6,9 @@ coefficients at 25 fps, resampled to the output rate -> canonical keypoints, sou
 source feature volume. Per batch of frames (lazily, in the frame iterator): MappingNet -> driving
 keypoints -> generator -> paste into the portrait. Memory stays flat whatever the clip length.
 
-Checkpoints: `SADTALKER_CKPT_DIR` or `MODEL_ROOT/sadtalker` (see `nets/sadtalker/checkpoints.py` for the
-two release layouts). torch and the networks are imported only when this engine runs.
+Checkpoints: `SADTALKER_CKPT_DIR` or `MODEL_ROOT/sadtalker` (see `checkpoints.py` for the two release
+layouts). Modules that import torch (the networks, `glue`, `framing`) are imported inside the functions
+that run them, so a worker without SadTalker checkpoints never loads torch.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from ...errors import AvatarError
 from ...face.blend import SquarePaster, extract_square, square_box
 from ...face.locate import locate_face
 from ...face.points import five_points
+from ...netkit import inference_autocast, load_strict
 from ...runtime import GIB, ModelCache, find_checkpoint_dir, gpu_free_bytes, torch_device, use_threads
 from ...settings import Settings
 from ..base import Engine, EngineStatus, LipStage, PreparedRender, RenderJob
+from . import checkpoints as ck
 
 if TYPE_CHECKING:
     import torch
@@ -42,8 +45,6 @@ def checkpoint_dir(settings: Settings) -> Path:
 
 
 def _layout_files() -> dict[str, str]:
-    from . import checkpoints as ck
-
     files = {f"safetensors_{s}": ck.safetensors_name(s) for s in ck.SIZES}
     files.update(mapping_crop=ck.mapping_name("crop"), mapping_full=ck.mapping_name("full"))
     files.update(ck.OLD_FILES)
@@ -58,8 +59,6 @@ def found_files(ckpt_dir: Path) -> dict[str, str]:
 def render_sizes(ckpt_dir: Path, preprocess: str = "crop") -> list[int]:
     """Model sizes with a complete checkpoint set for `preprocess`. The old layout has one 256 px renderer
     (upstream would run it at 512 too, which it was not trained for), so it only offers 256."""
-    from . import checkpoints as ck
-
     sizes = []
     for size in ck.SIZES:
         found = ck.find_sadtalker_checkpoints(ckpt_dir, size, preprocess)
@@ -78,8 +77,6 @@ def choose_size(sizes: list[int], quality_mode: str) -> int:
 
 
 def _missing_reason(ckpt_dir: Path, preprocess: str) -> str:
-    from . import checkpoints as ck
-
     missing = []
     if not (ckpt_dir / ck.mapping_name(preprocess)).is_file():
         missing.append(ck.mapping_name(preprocess))
@@ -102,8 +99,6 @@ class _NetCache:
         self._cache: ModelCache = ModelCache(max_entries=4)
 
     def get(self, ckpt_dir: Path, size: int, preprocess: str) -> tuple[SadTalkerNets, torch.device]:
-        from . import checkpoints as ck
-
         device = torch_device()
         key = (str(Path(ckpt_dir).resolve()), size, ck.mapping_name(preprocess), device.type)
 
@@ -117,9 +112,7 @@ class _NetCache:
 
     @staticmethod
     def _load(ckpt_dir: Path, size: int, preprocess: str, device) -> SadTalkerNets:
-        from .checkpoints import load_sadtalker_nets
-
-        nets = load_sadtalker_nets(ckpt_dir, size, preprocess)
+        nets = ck.load_sadtalker_nets(ckpt_dir, size, preprocess)
         # Audio2Exp/Audio2Pose stay on the CPU: they are small and `audio_to_coeffs` feeds them CPU tensors.
         for name in ("kp_extractor", "generator", "mapping", "reconnet"):
             getattr(nets, name).to(device)
@@ -127,8 +120,6 @@ class _NetCache:
 
     @staticmethod
     def _with_mapping(sibling: SadTalkerNets, ckpt_dir: Path, size: int, preprocess: str, device) -> SadTalkerNets:
-        from ...netkit import load_strict
-        from . import checkpoints as ck
         from .nets.mapping import MappingNet
 
         found = ck.find_sadtalker_checkpoints(ckpt_dir, size, preprocess)
@@ -263,7 +254,6 @@ def render_batch(nets: SadTalkerNets, device, coeffs: np.ndarray, start: int, st
     """Faces (stop - start, S, S, 3) uint8 for frames start..stop-1 of the driving `coeffs` sequence."""
     import torch
 
-    from ...netkit import inference_autocast
     from .framing import mapping_windows
     from .glue import keypoint_transformation
 

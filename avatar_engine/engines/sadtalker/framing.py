@@ -10,10 +10,9 @@ never stretched) and the rendered face is blended back through a feathered ellip
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from ...audio.frames import frame_count_for_samples
 from .glue import SAMPLE_RATE, SEMANTIC_RADIUS, audio_to_coeffs, transform_semantic_target
 
 COEFF_FPS = 25  # SadTalker's audio->coefficient networks were trained on 25 fps video
@@ -24,8 +23,8 @@ SAMPLES_PER_COEFF_FRAME = SAMPLE_RATE // COEFF_FPS  # 640
 
 
 def coeff_frames_for(num_samples: int) -> int:
-    """25 fps coefficient frames covering the whole 16 kHz clip (the last partial frame included)."""
-    return max(1, math.ceil(num_samples / SAMPLES_PER_COEFF_FRAME - 1e-9))
+    """25 fps coefficient frames covering the whole 16 kHz clip (the one frame-count rule at 25 fps)."""
+    return frame_count_for_samples(num_samples, COEFF_FPS, SAMPLE_RATE)
 
 
 def pad_audio(wav16k: np.ndarray) -> np.ndarray:

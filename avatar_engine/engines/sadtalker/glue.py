@@ -35,7 +35,9 @@ def melspectrogram(wav: np.ndarray) -> np.ndarray:
 
 
 def num_video_frames(num_samples: int, fps: float = 25) -> int:
-    """Video frames covered by the audio: floor(samples / (16000/fps))."""
+    """Upstream's truncating count, floor(samples / (16000/fps)), kept for `audio_features`' golden parity.
+    Deliberate exception to the one frame-count rule (`audio.frames`): the engine pads the audio to whole
+    frames first (`framing.pad_audio`), so for it the two agree."""
     return int(num_samples / (SAMPLE_RATE / fps))
 
 
