@@ -6,7 +6,7 @@ Prints: cold start (process start -> first job done), per-stage times and real-t
 5 min render in separate processes (memory must not grow with clip length), and, with
 deterministic weights, the neural stages' CPU speed with a GPU estimate from their FLOPs.
 
-    python scripts/bench.py [--quick] [--sections parametric,wav2lip,gfpgan,sadtalker,fomm]
+    python scripts/bench.py [--quick] [--sections parametric,stream,wav2lip,gfpgan,sadtalker,fomm]
 """
 
 from __future__ import annotations
@@ -92,18 +92,61 @@ def section_parametric(quick: bool) -> None:
     print("== embedded engine (parametric), 512x512, 25 fps ==")
     print(f"cold start (process start -> first 2.1 s job done): {cold_start():.2f} s")
     render_once(2.0)  # warm the process: models, decoders, encoder probe
+    render_once(2.0, engine="still")
+    # The encode-only floor: the `still` engine (decode + one repeated frame + encode) on the same clip. The
+    # embedded engine's cost as a multiple of it carries from one CPU to another better than x real time.
+    floor = render_once(10.0, engine="still")
+    print(f"10 s clip, engine=still (encode-only floor): wall {floor['wall_s']:.2f} s -> "
+          f"{10.0 / floor['wall_s']:.1f}x real time")
     for lipsync in ("signal", "phonemes"):
         r = render_once(10.0, lipsync=lipsync)
         t = r["timings_ms"]
         stages = ", ".join(f"{k} {t.get(k, 0):.0f}" for k in ("fetch", "decode", "prepare", "render", "encode", "deliver"))
         print(f"10 s clip, lipsync={lipsync:8s}: wall {r['wall_s']:.2f} s -> {10.0 / r['wall_s']:.1f}x real time "
-              f"(target >= 10x) | stage ms: {stages}")
+              f"(target >= 10x); the {lipsync} path costs {r['wall_s'] / floor['wall_s']:.1f}x the still floor "
+              f"| stage ms: {stages}")
     lengths = (10.0, 60.0) if quick else (10.0, 300.0)
     rss = {s: child_peak_rss(s, "signal") for s in lengths}
     for s, (wall, peak) in rss.items():
         print(f"{s:5.0f} s clip in a fresh process: wall {wall:6.2f} s ({s / wall:4.1f}x real time), peak RSS {peak:6.0f} MB")
     short, long = (rss[s][1] for s in lengths)
     print(f"peak RSS ratio {lengths[1]:.0f} s / {lengths[0]:.0f} s clip: {long / short:.2f} (flat = 1.0; target peak <= 1500 MB)")
+
+
+def first_segment_s(seconds: float, runs: int) -> list[tuple[float, float]]:
+    """(time to the first playable live segment, total job time) of STREAM_OUTPUT renders at 512x512,
+    measured from job start by the generator handler itself (the SDK's local server would aggregate)."""
+    import asyncio
+    import base64
+
+    from avatar_engine.jobs import stream_async
+    from avatar_engine.settings import Settings
+
+    settings = Settings(media_bucket=None, bucket_endpoint_url=None)  # inline fMP4 chunks
+    payload = {"id": "bench-stream", "input": {
+        "image_b64": base64.b64encode((REPO / "assets" / "astronaut_512.png").read_bytes()).decode(),
+        "audio_b64": base64.b64encode(speech_clip(seconds)).decode(), "size": 512, "fps": 25, "engine": "parametric"}}
+
+    async def once() -> tuple[float, float]:
+        start, first = time.perf_counter(), None
+        async for event in stream_async(payload, settings=settings):
+            if first is None and event.get("event") == "chunk":
+                first = time.perf_counter() - start
+        return first, time.perf_counter() - start
+
+    return [asyncio.run(once()) for _ in range(runs)]
+
+
+def section_stream(quick: bool) -> None:
+    print("== streaming output (STREAM_OUTPUT=true), embedded engine, 512x512, 25 fps, warm worker ==")
+    from avatar_engine.worker import warm_up
+
+    warm_up()
+    first_segment_s(2.0, 1)  # warm the process
+    results = first_segment_s(10.0, 3 if quick else 5)
+    firsts = sorted(f for f, _ in results)
+    print(f"10 s clip: first playable 2 s segment after {firsts[len(firsts) // 2]:.2f} s median, "
+          f"{firsts[-1]:.2f} s worst (target < 1.5 s); whole job {sorted(t for _, t in results)[len(results) // 2]:.2f} s")
 
 
 def _flops(model, *inputs) -> float:
@@ -245,8 +288,29 @@ def section_fomm(quick: bool) -> None:
           f"{_flops(kp_detector, src) / 1e9:.2f} GFLOP a frame for its keypoints)")
 
 
-SECTIONS = {"parametric": section_parametric, "wav2lip": section_wav2lip, "gfpgan": section_gfpgan,
-            "sadtalker": section_sadtalker, "fomm": section_fomm}
+def cpu_model() -> str:
+    """The `model name` of /proc/cpuinfo (Linux), else what the platform module knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def machine_line() -> str:
+    """What every figure below depends on: CPU model, cores, native bf16, python."""
+    from avatar_engine.netkit import cpu_bf16_supported
+
+    bf16 = "native bf16 (AMX / AVX512-BF16)" if cpu_bf16_supported() else "no native bf16 (networks stay fp32)"
+    return f"machine: {cpu_model()}, {os.cpu_count()} cores, {bf16}, python {sys.version.split()[0]}"
+
+
+SECTIONS = {"parametric": section_parametric, "stream": section_stream, "wav2lip": section_wav2lip,
+            "gfpgan": section_gfpgan, "sadtalker": section_sadtalker, "fomm": section_fomm}
 
 
 def main() -> int:
@@ -254,7 +318,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="shorter runs (60 s instead of 5 min for RSS)")
     parser.add_argument("--sections", default=",".join(SECTIONS))
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}")
+    print(machine_line())
     for name in args.sections.split(","):
         try:
             SECTIONS[name](args.quick)

@@ -128,10 +128,14 @@ def test_kpdetector_golden(kp_detector64):
     assert_golden(_run_kp(kp_detector64, g), g, KP_TOL, expected=_stored(g))
 
 
-def test_kpdetector_mutation_asymmetric_antialias_padding_fails(kp_detector64, monkeypatch):
-    """One pixel less padding after the 13x13 anti-alias blur (an even-kernel rule misapplied) must fail."""
+def test_kpdetector_mutation_wrong_antialias_padding_fails(kp_detector64, monkeypatch):
+    """Padding 5 instead of 6 around the 13x13 anti-alias blur (samples shift by a pixel) must fail.
+
+    (Only one pixel less *after* the image is no defect at all: with stride 4 the last window never reaches it.)
+    """
     g = _golden("kpdetector")
-    monkeypatch.setattr(kp_detector64.down, "pad_after", kp_detector64.down.pad_before - 1)
+    monkeypatch.setattr(kp_detector64.down, "pad_before", kp_detector64.down.pad_before - 1)
+    monkeypatch.setattr(kp_detector64.down, "pad_after", kp_detector64.down.pad_after - 1)
     bad = assert_defect_caught(_run_kp(kp_detector64, g), g, KP_TOL)
     assert "out_probe_std.down" in bad
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..audio.io import AudioClip
 from ..lifecycle import Deadline
+from ..runtime import CheckpointLookup
 from ..schema import RenderRequest
 from ..settings import Settings
 
@@ -48,6 +49,17 @@ class EngineStatus:
     available: bool
     reason: str = ""
     checkpoints: dict[str, str] = field(default_factory=dict)
+
+
+def checkpoint_status(settings: Settings, found: CheckpointLookup, what: str, key: str, *,
+                      depends_on: object = None, purpose: str = "") -> EngineStatus:
+    """The status of an engine that needs one checkpoint file and, optionally, another engine (its
+    motion source): unavailable with the dependency's reason, or with the runtime's missing-file wording."""
+    if isinstance(depends_on, Engine) and not (base := depends_on.status(settings)).available:
+        return EngineStatus(False, f"needs the {depends_on.name} engine for {purpose}: {base.reason}")
+    if not found.found:
+        return EngineStatus(False, found.missing_reason(what))
+    return EngineStatus(True, checkpoints={key: str(found.path)})
 
 
 class Engine(ABC):

@@ -46,7 +46,7 @@ from ...face.points import five_points
 from ...face.regions import CHIN, FOREHEAD, face_frame
 from ...runtime import GIB, gpu_free_bytes, torch_device, use_threads
 from ...settings import Settings
-from ..base import Engine, EngineStatus, LipStage, MotionSource, PreparedRender, RenderJob
+from ..base import Engine, EngineStatus, LipStage, MotionSource, PreparedRender, RenderJob, checkpoint_status
 from .checkpoints import CHECKPOINT_NAMES, cached_fomm_nets, lookup
 
 if TYPE_CHECKING:
@@ -176,12 +176,8 @@ class FommEngine(Engine):
         self._lips = tuple(lips)
 
     def status(self, settings: Settings) -> EngineStatus:
-        if isinstance(self._motion, Engine) and not (base := self._motion.status(settings)).available:
-            return EngineStatus(False, f"needs the {self._motion.name} engine for face tracking: {base.reason}")
-        found = lookup(settings)
-        if not found.found:
-            return EngineStatus(False, found.missing_reason("FOMM checkpoint"))
-        return EngineStatus(True, checkpoints={"fomm": str(found.path)})
+        return checkpoint_status(settings, lookup(settings), "FOMM checkpoint", "fomm", depends_on=self._motion,
+                                 purpose="face tracking")
 
     def suits_auto(self, settings: Settings) -> bool:
         """~1-2 s a frame on a CPU: `auto` may take FOMM only on a CUDA GPU."""

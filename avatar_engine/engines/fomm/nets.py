@@ -152,6 +152,8 @@ class ResBlock2d(nn.Module):
         return out + x
 
 
+# The hourglass has the same shape as SadTalker's 3-D one (engines/sadtalker/nets/facerender.py), over 2-D
+# blocks. Deliberately kept apart: each port mirrors its own upstream's module tree and checkpoint keys.
 class HourglassEncoder(nn.Module):
     def __init__(self, block_expansion: int, in_features: int, num_blocks: int, max_features: int):
         super().__init__()

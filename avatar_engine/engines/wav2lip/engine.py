@@ -25,7 +25,16 @@ from ...runtime import (
     use_threads,
 )
 from ...settings import Settings
-from ..base import Engine, EngineStatus, LipStage, MotionPlan, MotionSource, PreparedRender, RenderJob
+from ..base import (
+    Engine,
+    EngineStatus,
+    LipStage,
+    MotionPlan,
+    MotionSource,
+    PreparedRender,
+    RenderJob,
+    checkpoint_status,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -96,12 +105,8 @@ class Wav2LipEngine(Engine, LipStage):
         self._motion = motion
 
     def status(self, settings: Settings) -> EngineStatus:
-        if isinstance(self._motion, Engine) and not (base := self._motion.status(settings)).available:
-            return EngineStatus(False, f"needs the {self._motion.name} engine for head motion: {base.reason}")
-        found = lookup(settings)
-        if not found.found:
-            return EngineStatus(False, found.missing_reason("Wav2Lip checkpoint"))
-        return EngineStatus(True, checkpoints={"wav2lip": str(found.path)})
+        return checkpoint_status(settings, lookup(settings), "Wav2Lip checkpoint", "wav2lip", depends_on=self._motion,
+                                 purpose="head motion")
 
     def warm_up(self, settings: Settings) -> None:
         found = lookup(settings)

@@ -212,6 +212,8 @@ class KPHourglass(nn.Module):
         return self.up_blocks(out)
 
 
+# Same shape as FOMM's 2-D hourglass (engines/fomm/nets.py), over 3-D blocks. Deliberately kept apart:
+# each port mirrors its own upstream's module tree and checkpoint keys.
 class HourglassEncoder(nn.Module):
     """3-D U-Net encoder; returns the input followed by every block's output."""
 
