@@ -113,7 +113,8 @@ class HlsTee:
     def _feed_audio(self, until_s: float | None) -> None:
         samples = self._audio.samples
         total = samples.shape[1]
-        stop = total if until_s is None else min(total, int(math.ceil(until_s * self._audio.rate / _AAC_FRAME)) * _AAC_FRAME)
+        stop = total if until_s is None else \
+            min(total, math.ceil(until_s * self._audio.rate / _AAC_FRAME) * _AAC_FRAME)
         while self._audio_pos < stop:
             end = min(stop, self._audio_pos + _AAC_FRAME * 8)
             frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, self._audio_pos:end]), format="fltp",

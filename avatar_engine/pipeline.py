@@ -378,6 +378,8 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
             if live is not None:
                 live.finish()
             info = dict(done.info)
+            # an engine's own warnings (e.g. Diff2Lip on a CPU) join the job's, never replace them
+            warnings.extend(w for w in info.pop("warnings", ()) if w not in warnings)
 
             # 5. qa: the A/V sync self-check on the encoded file
             if request.qa:

@@ -6,11 +6,20 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import AvatarError
 
-EngineName = Literal["auto", "parametric", "still", "wav2lip", "sadtalker", "fomm"]
+EngineName = Literal["auto", "parametric", "still", "wav2lip", "sadtalker", "fomm", "diff2lip"]
 QualityMode = Literal["auto", "real_time", "high_quality"]
 
 
@@ -58,6 +67,26 @@ class FommOptions(BaseModel):
         "auto", description="FOMM: the lip stage; auto = the first wired one that can run here")
 
 
+class Diff2LipOptions(BaseModel):
+    """Options only the Diff2Lip lip stage reads (`{"diff2lip": {...}}`); its noise seed is the request's `seed`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(25, ge=2, le=1000, description="Diff2Lip: DDIM sampling steps (upstream ddim25); fewer are "
+                                                      "faster and rougher")
+
+    @field_validator("steps")
+    @classmethod
+    def _respaceable(cls, steps: int) -> int:
+        from .engines.diff2lip.sampler import ddim_timesteps  # torch loads only for requests that set steps
+
+        try:
+            ddim_timesteps(1000, steps)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; try a nearby count (e.g. 25, 50, 100)") from None
+        return steps
+
+
 # Flat request keys kept as aliases of the per-engine options (older callers send them at the top level).
 ENGINE_OPTION_ALIASES = {"face_box": "wav2lip", "preprocess": "sadtalker", "pose_style": "sadtalker",
                          "expression_scale": "sadtalker", "lip_refine": "sadtalker"}
@@ -99,6 +128,7 @@ class RenderRequest(BaseModel):
     wav2lip: Wav2LipOptions = Field(default_factory=lambda: Wav2LipOptions())
     sadtalker: SadTalkerOptions = Field(default_factory=lambda: SadTalkerOptions())
     fomm: FommOptions = Field(default_factory=lambda: FommOptions())
+    diff2lip: Diff2LipOptions = Field(default_factory=lambda: Diff2LipOptions())
     cache: bool = True
     output: OutputOptions = Field(default_factory=OutputOptions)
 

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
         None, description="explicit FOMM vox-256 checkpoint, vox-cpk.pth.tar or vox-adv-cpk.pth.tar (FOMM_CKPT)")
     diff2lip_ckpt: Path | None = Field(
         None, description="explicit Diff2Lip checkpoint, a flat state_dict .pt; CC BY-NC 4.0 (DIFF2LIP_CKPT)")
+    diff2lip_compile: bool = Field(
+        False, description="wrap the Diff2Lip UNet in torch.compile on CUDA (DIFF2LIP_COMPILE; never on CPU)")
     sadtalker_auto_min_gpu_gb: float = Field(
         6.0, description="`auto` picks SadTalker only on a GPU with this much memory; 0 = also on CPU")
     default_quality_mode: Literal["auto", "real_time", "high_quality"] = Field(

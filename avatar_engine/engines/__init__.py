@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..settings import Settings
 from .base import Engine, EngineStatus, PreparedRender, RenderJob
+from .diff2lip import Diff2LipEngine
 from .fomm import FommEngine
 from .parametric import ParametricEngine
 from .sadtalker import SadTalkerEngine
@@ -26,13 +27,16 @@ def register(engine: Engine) -> Engine:
     return engine
 
 
-# Engines meet only here: Wav2Lip paints lips on the parametric engine's motion plan, and SadTalker's
-# `lip_refine` hands its frames to Wav2Lip's lip stage; FOMM takes the parametric head track and the first
-# available lip stage of its list (Wav2Lip, else the parametric mouth repaint).
+# Engines meet only here: Wav2Lip and Diff2Lip paint lips on the parametric engine's motion plan, and
+# SadTalker's `lip_refine` hands its frames to Wav2Lip's lip stage; FOMM takes the parametric head track and
+# the first usable lip stage of its list (Diff2Lip on a GPU, else Wav2Lip, else the parametric mouth repaint;
+# the high-quality chain names Diff2Lip).
 _parametric = ParametricEngine()
 _wav2lip = Wav2LipEngine(motion=_parametric)
+_diff2lip = Diff2LipEngine(motion=_parametric)
 register(SadTalkerEngine(lips=_wav2lip))
-register(FommEngine(motion=_parametric, lips=[_wav2lip, _parametric]))
+register(FommEngine(motion=_parametric, lips=[_diff2lip, _wav2lip, _parametric]))
+register(_diff2lip)
 register(_wav2lip)
 register(_parametric)
 register(StillEngine())

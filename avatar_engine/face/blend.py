@@ -4,7 +4,8 @@ A network renders a face crop; the crop is resized (or warped) back to where it 
 through a feathered mask, so only the face changes and no seam or crop border shows. The square face
 crop (`square_box`) follows upstream SadTalker's `Preprocesser.align_face` geometry (also used for FOMM's
 256 px crop): a square around `eye_avg + 0.1 * eye_to_mouth` whose side is
-`2 * max(2 * |eye_to_eye|, 1.8 * |eye_to_mouth|)`, kept square (shifted inside the image, never stretched).
+`2 * max(2 * |eye_to_eye|, 1.8 * |eye_to_mouth|)`, kept square (shifted inside the image, never stretched). The lip networks' boxes (Wav2Lip, Diff2Lip) come
+from landmarks, shaped like the S3FD detections upstream crops from (`face_box_from_landmarks`).
 """
 
 from __future__ import annotations
@@ -87,6 +88,33 @@ def resize_to(face: np.ndarray, width: int, height: int) -> np.ndarray:
     """Resize a rendered face to its place: area filter when shrinking, cubic when enlarging."""
     interp = cv2.INTER_AREA if face.shape[0] > height else cv2.INTER_CUBIC
     return cv2.resize(np.ascontiguousarray(face), (width, height), interpolation=interp)
+
+
+# --- face boxes from landmarks ------------------------------------------------------------------
+
+
+def face_box_from_landmarks(landmarks_xy: np.ndarray, image_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A square-ish (y1, y2, x1, x2) face box from face landmarks, shaped like an S3FD detection.
+
+    Expects points that outline the face (68-point iBUG, a dense mesh, or projected 3DMM points).
+    The box spans the landmarks' width, ends at the chin and reaches up into the forehead, which
+    68-point sets do not cover: its height is at least 1.1x the face scale. Clamped to the image.
+    """
+    points = np.asarray(landmarks_xy, dtype=np.float64).reshape(-1, 2)
+    if points.shape[0] < 3 or not np.isfinite(points).all():
+        raise ValueError("face_box_from_landmarks needs at least 3 finite (x, y) points")
+    height, width = int(image_hw[0]), int(image_hw[1])
+    x_min, y_min = points.min(axis=0)
+    x_max, y_max = points.max(axis=0)
+    scale = max(x_max - x_min, 0.75 * (y_max - y_min), 2.0)
+    center_x = 0.5 * (x_min + x_max)
+    y1 = min(y_min, y_max - 1.1 * scale)
+    x1, x2 = center_x - 0.5 * scale, center_x + 0.5 * scale
+    box_y1 = int(np.clip(round(y1), 0, height - 1))
+    box_y2 = int(np.clip(round(y_max), box_y1 + 1, height))
+    box_x1 = int(np.clip(round(x1), 0, width - 1))
+    box_x2 = int(np.clip(round(x2), box_x1 + 1, width))
+    return box_y1, box_y2, box_x1, box_x2
 
 
 # --- square face crops ---------------------------------------------------------------------------

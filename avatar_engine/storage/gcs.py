@@ -17,8 +17,8 @@ from urllib.parse import parse_qs, quote, urlparse
 from avatar_engine.errors import AvatarError
 from avatar_engine.settings import Settings
 
-from .base import DEFAULT_CHUNK, RETRYABLE_STATUS, BucketStore, RetryPolicy, capped_ttl, network_error_types
-from .base import secret, status_of
+from . import base
+from .base import DEFAULT_CHUNK, RETRYABLE_STATUS, BucketStore, RetryPolicy, capped_ttl
 
 #: GCS resumable chunks must be multiples of 256 KiB.
 GCS_CHUNK_MULTIPLE = 256 * 1024
@@ -80,10 +80,10 @@ def _gcs_retryable(exc: BaseException) -> bool:
     from google.auth import exceptions as auth_exceptions
     from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 
-    if isinstance(exc, network_error_types()) or isinstance(exc, DataCorruption):
+    if isinstance(exc, base.network_error_types()) or isinstance(exc, DataCorruption):
         return True
     if isinstance(exc, (api_exceptions.GoogleAPICallError, InvalidResponse)):
-        return status_of(exc) in RETRYABLE_STATUS
+        return base.status_of(exc) in RETRYABLE_STATUS
     if isinstance(exc, auth_exceptions.TransportError):
         # token refresh / IAM signBlob hiccups; the cause, when present, says which
         inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
@@ -174,7 +174,7 @@ class GCSStore(BucketStore):
         from google.auth import exceptions as auth_exceptions
 
         if settings.gcs_credentials_json:
-            info = parse_credentials_json(secret(settings.gcs_credentials_json))
+            info = parse_credentials_json(base.secret(settings.gcs_credentials_json))
             return _credentials_from_info(info, source="GCS_CREDENTIALS_JSON")
         if settings.google_application_credentials:
             try:

@@ -11,8 +11,8 @@ from urllib.parse import quote, urlparse
 from avatar_engine.errors import AvatarError
 from avatar_engine.settings import Settings
 
-from .base import DEFAULT_CHUNK, RETRYABLE_STATUS, BucketStore, RetryPolicy, capped_ttl, network_error_types
-from .base import secret, status_of
+from . import base
+from .base import DEFAULT_CHUNK, RETRYABLE_STATUS, BucketStore, RetryPolicy, capped_ttl
 
 #: S3 multipart parts (except the last) must be at least 5 MiB.
 S3_MIN_PART = 5 * 1024 * 1024
@@ -32,11 +32,11 @@ def _s3_retryable(exc: BaseException) -> bool:
     if isinstance(exc, S3UploadFailedError):
         inner = exc.__cause__ or exc.__context__
         return inner is not None and _s3_retryable(inner)
-    if isinstance(exc, (BotoConnectionError, HTTPClientError)) or isinstance(exc, network_error_types()):
+    if isinstance(exc, (BotoConnectionError, HTTPClientError)) or isinstance(exc, base.network_error_types()):
         return True
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code")
-        return status_of(exc) in RETRYABLE_STATUS or code in _S3_RETRYABLE_CODES
+        return base.status_of(exc) in RETRYABLE_STATUS or code in _S3_RETRYABLE_CODES
     return False
 
 
@@ -45,8 +45,8 @@ def _s3_status(exc: BaseException) -> int | None:
 
     if isinstance(exc, S3UploadFailedError):
         inner = exc.__cause__ or exc.__context__
-        return status_of(inner) if inner is not None else None
-    return status_of(exc)
+        return base.status_of(inner) if inner is not None else None
+    return base.status_of(exc)
 
 
 def s3_region_from_endpoint(endpoint_url: str) -> str:
@@ -110,7 +110,7 @@ class S3Store(BucketStore):
                 "s3",
                 endpoint_url=settings.bucket_endpoint_url,
                 aws_access_key_id=settings.bucket_access_key_id,
-                aws_secret_access_key=secret(settings.bucket_secret_access_key),
+                aws_secret_access_key=base.secret(settings.bucket_secret_access_key),
                 region_name=region or s3_region_from_endpoint(settings.bucket_endpoint_url or ""),
                 config=Config(
                     signature_version="s3v4",
@@ -134,7 +134,7 @@ class S3Store(BucketStore):
         from botocore.exceptions import ClientError
 
         return isinstance(exc, ClientError) and (
-            status_of(exc) == 404 or exc.response.get("Error", {}).get("Code") in _S3_MISSING_CODES)
+            base.status_of(exc) == 404 or exc.response.get("Error", {}).get("Code") in _S3_MISSING_CODES)
 
     def _head(self, key: str, timeout: tuple[float, float]) -> bool:
         try:

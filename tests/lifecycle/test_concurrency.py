@@ -94,7 +94,6 @@ def _round(base: str, n: int) -> float:
     return wall
 
 
-@pytest.mark.slow
 def test_two_and_four_concurrent_jobs_soak(server):
     base, pid, work = server
     _round(base, 2)  # warm-up: first-job costs (encoder probe, caches) are not a leak

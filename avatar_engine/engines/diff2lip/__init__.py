@@ -1,5 +1,10 @@
-"""`diff2lip`: Diff2Lip (soumik-kanad/diff2lip, CC BY-NC 4.0) diffusion inpainting of the lower face.
+"""`diff2lip`: Diff2Lip (soumik-kanad/diff2lip, CC BY-NC 4.0) diffusion inpainting of the lower face, alone or as a lip stage.
 
-Phase 1 holds the network, the sampler, the conditioning and checkpoint loading; the engine comes later.
-Importing the package costs nothing: torch loads with `nets`, `sampler` and `conditioning`.
+Modules: config (flags), nets (the UNet), sampler (respaced DDIM), conditioning (one window), checkpoints
+(lookup, strict load, cache), lips (the stage over a frame stream), engine (the `Engine`). Importing this
+package imports no torch: it loads with `nets`, `sampler`, `conditioning` and `lips`.
 """
+
+from .engine import Diff2LipEngine
+
+__all__ = ["Diff2LipEngine"]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from ...errors import AvatarError
 from ...netkit import load_strict, read_checkpoint
+from ...runtime import CheckpointLookup, ModelCache, file_key, find_checkpoint
 from ...settings import Settings
 from .config import Diff2LipConfig
 
@@ -27,17 +28,24 @@ PREFERRED_NAMES = ("e7.24.1.3_model260000_paper.pt", "checkpoint.pt")
 LICENSE = "CC BY-NC 4.0 (non-commercial)"
 
 
-def find_diff2lip_checkpoint(settings: Settings) -> Path | None:
-    """`DIFF2LIP_CKPT` if set (even when missing: loading then names it), else `MODEL_ROOT/diff2lip/`'s
-    released file, `checkpoint.pt`, or its only `*.pt`; None when there is nothing to try."""
-    if settings.diff2lip_ckpt is not None:
-        return Path(settings.diff2lip_ckpt)
+def lookup(settings: Settings) -> CheckpointLookup:
+    """The runtime's checkpoint policy (`DIFF2LIP_CKPT` alone when set, a wrong one is reported), else
+    `MODEL_ROOT/diff2lip/`'s released file, then `checkpoint.pt`, then the folder's only `*.pt`: users rename
+    the file they got from the Drive folder, and one unambiguous candidate is safe to take."""
+    found = find_checkpoint(settings.diff2lip_ckpt, "DIFF2LIP_CKPT", settings.model_root, "diff2lip",
+                            PREFERRED_NAMES)
+    if found.found or found.explicit:
+        return found
     folder = Path(settings.model_root) / "diff2lip"
-    for name in PREFERRED_NAMES:
-        if (folder / name).is_file():
-            return folder / name
-    candidates = sorted(p for p in folder.glob("*.pt") if p.is_file()) if folder.is_dir() else []
-    return candidates[0] if len(candidates) == 1 else None
+    others = sorted(p for p in folder.glob("*.pt") if p.is_file()) if folder.is_dir() else []
+    if len(others) == 1 and os.access(others[0], os.R_OK):
+        return CheckpointLookup(found.env, found.candidates + (others[0],), False, others[0])
+    return found
+
+
+def find_diff2lip_checkpoint(settings: Settings) -> Path | None:
+    """The checkpoint file to use, or None when there is none (engine listings; never raises)."""
+    return lookup(settings).path
 
 
 def load_diff2lip(path: str | os.PathLike, config: Diff2LipConfig | None = None) -> "TFGModel":
@@ -56,3 +64,26 @@ def load_diff2lip(path: str | os.PathLike, config: Diff2LipConfig | None = None)
     model = TFGModel(config)
     load_strict(model, state_dict, path)
     return model.eval()
+
+
+# One loaded model per (file version, device type, compiled or not): a replaced file and its successor.
+_MODELS: ModelCache = ModelCache(max_entries=2)
+
+
+def cached_diff2lip(path: str | os.PathLike, device=None, *, compile: bool = False) -> "TFGModel":
+    """`load_diff2lip` once per process, on `device` (default: the CPU): fp16 on CUDA as upstream converts
+    it (`convert_to_fp16`: convolutions in half, linear layers and norms in float32), and on CUDA with
+    `compile` wrapped in `torch.compile` (DIFF2LIP_COMPILE; never on the CPU, where it only costs start-up)."""
+    import torch
+
+    device = torch.device("cpu") if device is None else torch.device(device)
+    compiled = bool(compile) and device.type == "cuda"
+
+    def load():
+        model = load_diff2lip(path).to(device)
+        if device.type == "cuda":
+            model = model.convert_to_fp16()
+        return torch.compile(model) if compiled else model
+
+    return _MODELS.get((file_key(Path(path)), device.type, compiled), load)
+

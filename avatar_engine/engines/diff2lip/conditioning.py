@@ -16,6 +16,7 @@ Ours differs on purpose in one place: upstream stops at the first window that ru
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -91,12 +92,14 @@ def compose_faces(sample: torch.Tensor, img: torch.Tensor, mask: torch.Tensor) -
 
 def sample_window(model: TFGModel, frames_batch: np.ndarray, ref: np.ndarray, mels: np.ndarray, steps: int = 25,
                   seed: int = 7, device: str | torch.device = "cpu", *,
-                  schedule: RespacedSchedule | None = None) -> WindowSample:
+                  schedule: RespacedSchedule | None = None,
+                  on_step: Callable[[int], None] | None = None) -> WindowSample:
     """Sample the lower face of every frame of a window, all frames as one batch through each step.
 
     frames_batch: uint8 [N,128,128,3] RGB face crops; ref: uint8 [N,...] or one [128,128,3] reference;
     mels: [N,80,16] windows (`mel_windows`). `model` is already on `device` (fp16 there or not); x_T and the
     masked condition are the same `seed` noise for every frame, so a render is deterministic per seed.
+    `on_step(index)` runs after every step (a deadline check: one window can take minutes on a CPU).
     """
     device = torch.device(device)
     config = model.config
@@ -121,5 +124,5 @@ def sample_window(model: TFGModel, frames_batch: np.ndarray, ref: np.ndarray, me
         out = model(x, t, cond_img=cond_img, mask=mask_batch, ref_img=ref_img, indiv_mels=mels_t)
         return out.float()
 
-    sample = schedule.ddim_sample_loop(denoiser, x_T, clip_denoised=config.clip_denoised)
+    sample = schedule.ddim_sample_loop(denoiser, x_T, clip_denoised=config.clip_denoised, on_step=on_step)
     return WindowSample(faces=compose_faces(sample, img, mask_batch), sample=sample)

@@ -22,8 +22,8 @@ half side) lies wholly inside the crop, so the crop's border and corners keep th
 the crop is about four eye distances wide, so it reaches well below the chin and the jaw line sits in
 the mask's solid core, while the feather crosses the neck and shoulders, where the re-posed output and
 the portrait differ least (head poses are small). Then the first available lip stage repaints the mouth
-(`lips`, wired by the registry in order of preference: Wav2Lip when its checkpoint is mounted, else the
-embedded engine's mouth repaint; the request's `fomm.lips` can name one instead).
+(`lips`, wired by the registry in order of preference: Diff2Lip on a GPU, Wav2Lip when its checkpoint is
+mounted, else the embedded engine's mouth repaint; the request's `fomm.lips` can name one instead).
 
 Checkpoint: FOMM_CKPT or MODEL_ROOT/fomm/vox-cpk.pth.tar (vox-adv-cpk.pth.tar also accepted); source:
 the Google Drive / Yandex Disk links in the AliaksandrSiarohin/first-order-model README. License: code MIT
@@ -191,11 +191,12 @@ class FommEngine(Engine):
             cached_fomm_nets(found.path, torch_device())
 
     def lip_stage(self, settings: Settings, wanted: str = "auto") -> LipStage | None:
-        """`wanted` ("auto": the first lip stage that can run here; an engine's status decides, other stages
-        always can), or the named one, which must be wired and able to run (else `engine_unavailable`)."""
+        """`wanted` ("auto": the first lip stage that can run here and suits `auto` on this machine, so Diff2Lip
+        only on a GPU; an engine's status decides, other stages always can), or the named one, which must be
+        wired and able to run (else `engine_unavailable`; a named stage runs even where auto would skip it)."""
         if wanted == "auto":
-            return next((lips for lips in self._lips
-                         if not isinstance(lips, Engine) or lips.status(settings).available), None)
+            return next((lips for lips in self._lips if not isinstance(lips, Engine)
+                         or (lips.status(settings).available and lips.suits_auto(settings))), None)
         lips = next((lips for lips in self._lips if getattr(lips, "name", None) == wanted), None)
         if lips is None:
             wired = ", ".join(getattr(x, "name", type(x).__name__) for x in self._lips) or "none"

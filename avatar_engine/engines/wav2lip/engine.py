@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 import numpy as np
 
 from ...errors import AvatarError
+from ...face.blend import face_box_from_landmarks
 from ...runtime import (
     GIB,
     CheckpointLookup,
@@ -75,8 +76,6 @@ def motion_boxes(motion: MotionPlan, image_hw: tuple[int, int]) -> np.ndarray:
     The lip stage wants every box up front, so they come from where the rig places the landmarks
     (microseconds per frame) instead of from rendered frames.
     """
-    from .lips import face_box_from_landmarks
-
     boxes = np.empty((motion.n_frames, 4), dtype=np.int64)
     for i in range(motion.n_frames):
         boxes[i] = face_box_from_landmarks(motion.landmarks(i)[:, :2], image_hw)
@@ -141,7 +140,6 @@ class Wav2LipEngine(Engine, LipStage):
         The checkpoint is loaded here, before any frame, so a missing file fails the job up front.
         """
         from ...face.landmarks import FaceTracker
-        from .lips import face_box_from_landmarks
 
         stage, _ = self._stage(job, "lip_refine needs the Wav2Lip checkpoint")
         tracker, last = FaceTracker(), {}

@@ -18,37 +18,13 @@ import torch
 
 from ...audio.frames import frame_count_for_samples
 from ...audio.mel import MAX_ABS_VALUE, MEL_WINDOW, SAMPLE_RATE, melspectrogram
-from ...face.blend import blend_region, lower_face_mask, match_colors
+from ...face.blend import blend_region, face_box_from_landmarks, lower_face_mask, match_colors
 from ...netkit import inference_autocast
 from .nets import FACE_SIZE, Wav2Lip, mel_chunk_starts
 
 Box = tuple[int, int, int, int]  # (y1, y2, x1, x2), upstream's `--box` order; y2/x2 exclusive
 
 UPSTREAM_PADS = (0, 10, 0, 0)  # top, bottom, left, right: upstream extends the box to include the chin
-
-
-def face_box_from_landmarks(landmarks_xy: np.ndarray, image_hw: tuple[int, int]) -> Box:
-    """A square-ish (y1, y2, x1, x2) face box from face landmarks, shaped like an S3FD detection.
-
-    Expects points that outline the face (68-point iBUG, a dense mesh, or projected 3DMM points).
-    The box spans the landmarks' width, ends at the chin and reaches up into the forehead, which
-    68-point sets do not cover: its height is at least 1.1x the face scale. Clamped to the image.
-    """
-    points = np.asarray(landmarks_xy, dtype=np.float64).reshape(-1, 2)
-    if points.shape[0] < 3 or not np.isfinite(points).all():
-        raise ValueError("face_box_from_landmarks needs at least 3 finite (x, y) points")
-    height, width = int(image_hw[0]), int(image_hw[1])
-    x_min, y_min = points.min(axis=0)
-    x_max, y_max = points.max(axis=0)
-    scale = max(x_max - x_min, 0.75 * (y_max - y_min), 2.0)
-    center_x = 0.5 * (x_min + x_max)
-    y1 = min(y_min, y_max - 1.1 * scale)
-    x1, x2 = center_x - 0.5 * scale, center_x + 0.5 * scale
-    box_y1 = int(np.clip(round(y1), 0, height - 1))
-    box_y2 = int(np.clip(round(y_max), box_y1 + 1, height))
-    box_x1 = int(np.clip(round(x1), 0, width - 1))
-    box_x2 = int(np.clip(round(x2), box_x1 + 1, width))
-    return box_y1, box_y2, box_x1, box_x2
 
 
 class Wav2LipLipSync:

@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from avatar_engine.engines.diff2lip.checkpoints import find_diff2lip_checkpoint, load_diff2lip
+from avatar_engine.engines.diff2lip.checkpoints import find_diff2lip_checkpoint, load_diff2lip, lookup
 from avatar_engine.errors import AvatarError
 from avatar_engine.settings import Settings
 
@@ -31,7 +31,11 @@ def test_lookup_override_then_released_name_then_single_file(tmp_path):
     assert find_diff2lip_checkpoint(_settings(tmp_path)) == folder / "checkpoint.pt"
     (folder / "e7.24.1.3_model260000_paper.pt").write_bytes(b"x")
     assert find_diff2lip_checkpoint(_settings(tmp_path)) == folder / "e7.24.1.3_model260000_paper.pt"
-    override = tmp_path / "elsewhere.pt"  # DIFF2LIP_CKPT wins, even before it exists (loading names it)
+    override = tmp_path / "elsewhere.pt"  # DIFF2LIP_CKPT is the only candidate: a wrong one is reported
+    assert find_diff2lip_checkpoint(_settings(tmp_path, diff2lip_ckpt=override)) is None
+    reason = lookup(_settings(tmp_path, diff2lip_ckpt=override)).missing_reason("Diff2Lip checkpoint")
+    assert "DIFF2LIP_CKPT" in reason and "does not exist" in reason and str(override) in reason
+    override.write_bytes(b"x")
     assert find_diff2lip_checkpoint(_settings(tmp_path, diff2lip_ckpt=override)) == override
 
 

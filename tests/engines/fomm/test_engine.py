@@ -139,7 +139,7 @@ def test_lip_stage_is_the_first_available_one(settings, with_fomm, wav2lip_root)
     assert engine.lip_stage(with_fomm).name == "parametric"  # no Wav2Lip checkpoint: the embedded repaint
     assert engine.lip_stage(settings.model_copy(update={"model_root": wav2lip_root})).name == "wav2lip"
     assert engine.lip_stage(with_fomm, "parametric").name == "parametric"
-    for wanted, needle in (("wav2lip", "Wav2Lip checkpoint"), ("diff2lip", "not wired")):
+    for wanted, needle in (("wav2lip", "Wav2Lip checkpoint"), ("diff2lip", "Diff2Lip checkpoint")):
         with pytest.raises(AvatarError) as err:
             engine.lip_stage(with_fomm, wanted)
         assert err.value.code == "engine_unavailable" and needle in err.value.message, err.value.message
