@@ -6,7 +6,7 @@ Prints: cold start (process start -> first job done), per-stage times and real-t
 5 min render in separate processes (memory must not grow with clip length), and, with
 deterministic weights, the neural stages' CPU speed with a GPU estimate from their FLOPs.
 
-    python scripts/bench.py [--quick] [--sections parametric,stream,wav2lip,gfpgan,sadtalker,fomm]
+    python scripts/bench.py [--quick] [--sections parametric,stream,wav2lip,gfpgan,sadtalker,fomm,diff2lip]
 """
 
 from __future__ import annotations
@@ -288,6 +288,39 @@ def section_fomm(quick: bool) -> None:
           f"{_flops(kp_detector, src) / 1e9:.2f} GFLOP a frame for its keypoints)")
 
 
+def section_diff2lip(quick: bool) -> None:
+    """Diff2Lip (det weights): one window of frames sampled as the engine does it, at a reduced step count
+    (the CPU figure; 25 steps cost 12.5x as much), and the GPU estimate from one UNet forward's FLOPs x 25."""
+    import torch
+
+    from avatar_engine.engines.diff2lip.conditioning import sample_window
+    from avatar_engine.engines.diff2lip.nets import TFGModel
+    from avatar_engine.netkit import fill_module, inference_autocast
+
+    print("== Diff2Lip, deterministic weights, CPU s per frame at a reduced step count ==")
+    torch.set_num_threads(os.cpu_count() or 2)
+    model = fill_module(TFGModel()).eval()
+    steps, batch = 2, 4
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 255, (batch, 128, 128, 3), dtype=np.uint8)
+    mels = rng.standard_normal((batch, 80, 16)).astype(np.float32)
+    timings = {}
+    for bf16 in _precisions():
+        with torch.inference_mode(), inference_autocast("cpu", cpu_bf16=bf16):
+            start = time.perf_counter()
+            sample_window(model, faces, faces[0], mels, steps=steps, seed=7)
+        timings["bf16" if bf16 else "fp32"] = (time.perf_counter() - start) / batch
+    print(f"steps={steps}, batch {batch}, {torch.get_num_threads()} threads: "
+          + ", ".join(f"{k}: {sec:.1f} s/frame (x12.5 at 25 steps: {sec * 12.5 / 60:.1f} min/frame)"
+                      for k, sec in timings.items()))
+    x = torch.randn(1, 3, 128, 128)
+    cond = {"cond_img": torch.randn(1, 3, 128, 128), "mask": torch.ones(1, 1, 128, 128),
+            "ref_img": torch.randn(1, 3, 128, 128), "indiv_mels": torch.randn(1, 80, 16)}
+    forward = _flops(lambda x_t, t: model(x_t, t, **cond), x, torch.tensor([500]))
+    print(_gpu_line(forward * 25, "frame") + f" ({forward / 1e9:.1f} GFLOP per UNet forward x 25 DDIM steps; "
+          "the 128 px face only, paste-back not counted)")
+
+
 def cpu_model() -> str:
     """The `model name` of /proc/cpuinfo (Linux), else what the platform module knows."""
     try:
@@ -310,7 +343,8 @@ def machine_line() -> str:
 
 
 SECTIONS = {"parametric": section_parametric, "stream": section_stream, "wav2lip": section_wav2lip,
-            "gfpgan": section_gfpgan, "sadtalker": section_sadtalker, "fomm": section_fomm}
+            "gfpgan": section_gfpgan, "sadtalker": section_sadtalker, "fomm": section_fomm,
+            "diff2lip": section_diff2lip}
 
 
 def main() -> int:

@@ -61,11 +61,12 @@ def _post(url: str, body: dict | None, timeout: float = 120) -> tuple[int, dict]
     """One POST on a fresh connection (urllib sends `Connection: close`; nothing is reused).
 
     `body=None` sends no body at all (`Content-Length: 0`). Use it for /status and /stream: the SDK's
-    simulator runs the job inside those handlers without reading the request body, and a synchronous
-    handler holds its event loop, so body bytes that reach the socket after the headers stay unread; when
-    uvicorn closes the connection after the response, the kernel answers unread data with a TCP RST that
-    discards the response still in flight (ConnectionResetError, issue #11; http.client sends headers and
-    body in two writes, so a busy client hits it). With no body there is nothing left unread.
+    simulator runs the job inside those handlers and never reads the request body. http.client sends
+    headers and body in two writes, so on a busy machine the body can reach the server after the headers
+    were parsed (a synchronous handler then holds the event loop for the whole render) or after the
+    response was sent; when uvicorn closes the connection with those bytes unread (or they hit the closed
+    socket), the kernel answers with a TCP RST that discards the response still in flight
+    (ConnectionResetError, issue #11). With no body there is nothing to leave unread.
     """
     data = b"" if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")

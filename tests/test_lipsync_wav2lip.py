@@ -13,13 +13,9 @@ from torch import nn
 
 from avatar_engine.audio.frames import frame_count_for_samples
 from avatar_engine.audio.mel import melspectrogram
-from avatar_engine.engines.wav2lip.lips import (
-    UPSTREAM_PADS,
-    Wav2LipLipSync,
-    face_box_from_landmarks,
-)
+from avatar_engine.engines.wav2lip.lips import UPSTREAM_PADS, Wav2LipLipSync
 from avatar_engine.engines.wav2lip.nets import Wav2Lip
-from avatar_engine.face.blend import lower_face_mask
+from avatar_engine.face.blend import face_box_from_landmarks, lower_face_mask
 from avatar_engine.netkit import fill_module
 from tests.support.media import ASSETS
 

@@ -4,8 +4,9 @@ A network renders a face crop; the crop is resized (or warped) back to where it 
 through a feathered mask, so only the face changes and no seam or crop border shows. The square face
 crop (`square_box`) follows upstream SadTalker's `Preprocesser.align_face` geometry (also used for FOMM's
 256 px crop): a square around `eye_avg + 0.1 * eye_to_mouth` whose side is
-`2 * max(2 * |eye_to_eye|, 1.8 * |eye_to_mouth|)`, kept square (shifted inside the image, never stretched). The lip networks' boxes (Wav2Lip, Diff2Lip) come
-from landmarks, shaped like the S3FD detections upstream crops from (`face_box_from_landmarks`).
+`2 * max(2 * |eye_to_eye|, 1.8 * |eye_to_mouth|)`, kept square (shifted inside the image, never stretched).
+The lip networks' boxes (Wav2Lip, Diff2Lip) come from landmarks, shaped like the S3FD detections upstream
+crops from (`face_box_from_landmarks`).
 """
 
 from __future__ import annotations

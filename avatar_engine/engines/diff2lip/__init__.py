@@ -1,4 +1,6 @@
-"""`diff2lip`: Diff2Lip (soumik-kanad/diff2lip, CC BY-NC 4.0) diffusion inpainting of the lower face, alone or as a lip stage.
+"""`diff2lip`: Diff2Lip (soumik-kanad/diff2lip, CC BY-NC 4.0) diffusion inpainting of the lower face.
+
+Alone over the embedded engine's head motion, or as a lip stage over another engine's frames.
 
 Modules: config (flags), nets (the UNet), sampler (respaced DDIM), conditioning (one window), checkpoints
 (lookup, strict load, cache), lips (the stage over a frame stream), engine (the `Engine`). Importing this

@@ -10,8 +10,9 @@ the request's `diff2lip.steps` (default 25, upstream's ddim25) and `seed` (upstr
 building block's default: the request's seed wins).
 
 Speed: a GPU engine. fp16 on CUDA as upstream converts it, optionally `torch.compile`d (DIFF2LIP_COMPILE).
-On a CPU each UNet forward costs seconds per frame, so 25 steps take minutes per frame: `auto` never picks
-it without a GPU (here or as FOMM's `auto` lip stage), and an explicit CPU request renders with a warning.
+On a CPU each UNet forward costs about a second per frame (2 idle cores, more on a busy machine), so 25 steps
+take tens of seconds to minutes per frame: `auto` never picks it without a GPU (here or as FOMM's `auto` lip
+stage), and an explicit CPU request renders with a warning.
 
 Checkpoint: DIFF2LIP_CKPT or MODEL_ROOT/diff2lip/<file>.pt (see `checkpoints`); source: the Google Drive
 folder linked from the soumik-kanad/diff2lip README. License: CC BY-NC 4.0, non-commercial use only.
@@ -25,7 +26,6 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
-from ...errors import AvatarError
 from ...face.blend import face_box_from_landmarks
 from ...face.locate import locate_face
 from ...runtime import GIB, gpu_free_bytes, torch_device, use_threads
@@ -38,11 +38,11 @@ if TYPE_CHECKING:
 
     from .lips import Diff2LipPainter
 
-# Frames per sampler batch on a CPU: a forward at batch 3 took ~10 s on 2 shared cores (det weights),
-# so larger windows only add latency before the first frame.
+# Frames per sampler batch on a CPU: a step costs ~0.5-0.7 s a frame on 2 cores (det weights, fp32), so
+# larger windows only add latency before the first frame.
 CPU_WINDOW = 16
-CPU_WARNING = ("diff2lip ran on a CPU: each of its {steps} sampling steps costs seconds per frame (minutes per "
-               "frame in all); it is a GPU engine")
+CPU_WARNING = ("diff2lip ran on a CPU, where each of its {steps} sampling steps runs the 100 M-parameter UNet over "
+               "every frame (tens of seconds to minutes per frame at 25 steps); it is a GPU engine")
 
 
 def window_size(device: torch.device) -> int:
@@ -81,7 +81,7 @@ class Diff2LipEngine(Engine, LipStage):
         return EngineStatus(True, checkpoints={"diff2lip": str(found.path)})
 
     def suits_auto(self, settings: Settings) -> bool:
-        """Minutes per frame on a CPU: `auto` may take Diff2Lip only on a CUDA GPU."""
+        """Tens of seconds to minutes per frame on a CPU: `auto` may take Diff2Lip only on a CUDA GPU."""
         return torch_device().type == "cuda"
 
     def warm_up(self, settings: Settings) -> None:
@@ -98,20 +98,22 @@ class Diff2LipEngine(Engine, LipStage):
         model = cached_diff2lip(path, device, compile=job.settings.diff2lip_compile)
         use_threads(job.settings, device)
         painter = Diff2LipPainter(model, device, steps=job.request.diff2lip.steps, seed=job.request.seed,
-                                  window=job.cap_batch(window_size(device)), cpu_bf16=job.settings.cpu_bf16)
+                                  window=job.cap_batch(window_size(device)),
+                                  cpu_bf16=job.settings.cpu_bf16)
         return painter, path
 
-    def _reference(self, job: RenderJob, size: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-        """The portrait's face crop (the reference frame) and its box; `no_face` before any sampling."""
-        from .lips import crop_face
-
+    @staticmethod
+    def _portrait_box(job: RenderJob) -> tuple[int, int, int, int]:
+        """The portrait's face box (its crop is the reference frame); `no_face` before any model is loaded."""
         points, _ = locate_face(job.image, job.source_scale)
-        box = face_box_from_landmarks(points[:, :2], job.image.shape[:2])
-        return crop_face(job.image, box, size), box
+        return face_box_from_landmarks(points[:, :2], job.image.shape[:2])
 
     def prepare(self, job: RenderJob) -> PreparedRender:
+        from .lips import crop_face
+
+        portrait_box = self._portrait_box(job)
         painter, path = self._painter(job, "Diff2Lip checkpoint")
-        reference, _ = self._reference(job, painter.config.image_size)
+        reference = crop_face(job.image, portrait_box, painter.config.image_size)
         motion = self._motion.motion(job, animate_mouth=False)
         boxes = motion_boxes(motion, job.image.shape[:2])
         frames = painter.run((frame for frame, _ in motion.frames()), lambda i, frame: tuple(boxes[i]), reference,
@@ -130,15 +132,14 @@ class Diff2LipEngine(Engine, LipStage):
         portrait's own: the motion engines move the head by a few pixels).
         """
         from ...face.landmarks import FaceTracker
+        from .lips import crop_face
 
+        portrait_box = self._portrait_box(job)
         painter, _ = self._painter(job, "Diff2Lip lips need the Diff2Lip checkpoint")
-        reference, portrait_box = self._reference(job, painter.config.image_size)
+        reference = crop_face(job.image, portrait_box, painter.config.image_size)
         tracker, last = FaceTracker(), {"box": portrait_box}
 
         def box_for(index: int, frame: np.ndarray):
-            if frame.shape[:2] != job.image.shape[:2]:
-                raise AvatarError("internal", f"lip stage got a {frame.shape[1]}x{frame.shape[0]} frame "
-                                              f"for a {job.image.shape[1]}x{job.image.shape[0]} render")
             points = tracker.update(frame)
             if points is not None:
                 last["box"] = face_box_from_landmarks(points[:, :2], frame.shape[:2])

@@ -18,7 +18,7 @@ import torch
 
 from ...audio.frames import frame_count_for_samples
 from ...audio.mel import MAX_ABS_VALUE, MEL_WINDOW, SAMPLE_RATE, melspectrogram
-from ...face.blend import blend_region, face_box_from_landmarks, lower_face_mask, match_colors
+from ...face.blend import blend_region, lower_face_mask, match_colors
 from ...netkit import inference_autocast
 from .nets import FACE_SIZE, Wav2Lip, mel_chunk_starts
 
