@@ -323,7 +323,7 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
     report("decode", 0.0)
     with timer.stage("decode"):
         job = deadline.call(lambda: _decode(request, settings, inputs, deadline), stage="decode")
-        del inputs
+        inputs = None  # the encoded bytes are not needed past decoding
     mode = _quality_mode(request)
     selection = engine_registry.select_chain(request.engine, request.quality_mode, settings,
                                              reference_video=job.reference_video is not None)

@@ -77,7 +77,7 @@ class _MemoryStore:
     def exists(self, name):
         return name in self.objects
 
-    def upload(self, local_path, name, *, content_type="video/mp4", metadata=None, cache_control=None):
+    def upload(self, local_path, name, *, content_type="video/mp4", metadata=None, cache_control=None, deadline=None):
         self.objects[name] = (Path(local_path).read_bytes(), content_type)
 
     def link(self, name):
