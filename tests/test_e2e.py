@@ -3,7 +3,6 @@
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,17 +12,11 @@ import urllib.request
 import pytest
 
 from avatar_engine.worker import parse_error
+from tests.support.localapi import free_port as _free_port
+from tests.support.localapi import worker_env as _env
 from tests.support.media import REPO, probe_mp4
 
 pytestmark = pytest.mark.slow
-
-
-def _env(tmp_path, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "MEDIA_", "BUCKET_", "GCS_"))}
-    (tmp_path / "tmp").mkdir(exist_ok=True)
-    env.update(OUTPUT_DIR=str(tmp_path / "out"), TMPDIR=str(tmp_path / "tmp"), LOG_LEVEL="WARNING",
-               MODEL_ROOT=str(tmp_path / "models"), PYTHONPATH=str(REPO), **extra)
-    return env
 
 
 def _job_input(portrait_png, short_wav, **extra) -> dict:
@@ -49,12 +42,6 @@ def test_handler_test_input(tmp_path, portrait_png, short_wav):
     out = tmp_path / "out" / "e2e.mp4"
     _check_mp4(out, frames=53)  # ceil(2.107 s x 25)
     assert not [n for n in os.listdir(tmp_path / "tmp") if n.startswith("avatar-job-")]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _post(url: str, body: dict | None, timeout: float = 120) -> tuple[int, dict]:

@@ -8,13 +8,10 @@ from __future__ import annotations
 import base64
 import errno
 import functools
-import http.client
 import os
-import threading
 import time
 import urllib.request
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from pydantic import SecretStr
@@ -27,6 +24,7 @@ from scripts.make_corpus import CORPUS
 from tests.support.gcs import gcs_emulator
 from tests.support.gcs import service_account_json as make_service_account_json
 from tests.support.media import probe_mp4
+from tests.support.proxy import BucketProxy
 
 IMAGE = base64.b64encode((CORPUS / "portrait.jpg").read_bytes()).decode()
 AUDIO = base64.b64encode((CORPUS / "speech-0.5s.wav").read_bytes()).decode()
@@ -237,67 +235,6 @@ def test_job_timeout_counts_a_slow_prepare_and_skips_the_fallback(monkeypatch, s
 # --------------------------------------------------------------------------------------
 # the bucket: GCS emulator behind a fault proxy, delivery "url"
 # --------------------------------------------------------------------------------------
-
-
-class BucketProxy:
-    """Loopback proxy in front of the emulator. For requests `armed` matches it forwards, then
-    either answers 503 (the server kept the object, the client sees a failure) or stalls without
-    answering until released (bounded) so the client's read timeout fires."""
-
-    def __init__(self, upstream_port: int):
-        self.mode: str | None = None
-        self.uploads = 0
-        self.release = threading.Event()
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _handle(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                upload = self.path.startswith("/upload/storage/v1/")
-                proxy.uploads += upload
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("connection", "content-length", "transfer-encoding", "expect")}
-                conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=10)
-                try:
-                    conn.request(self.command, self.path, body=body, headers=headers)
-                    resp = conn.getresponse()
-                    status, resp_headers, data = resp.status, resp.getheaders(), resp.read()
-                finally:
-                    conn.close()
-                if upload and proxy.mode == "stall":
-                    proxy.release.wait(5)
-                    self.close_connection = True
-                    return
-                if upload and proxy.mode == "503":
-                    status, data = 503, b'{"error": {"code": 503, "message": "injected"}}'
-                    resp_headers = [("Content-Type", "application/json")]
-                self.send_response(status)
-                for k, v in resp_headers:
-                    if k.lower() not in ("connection", "content-length", "transfer-encoding", "keep-alive"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("Connection", "close")
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,9 @@ import urllib.request
 
 import pytest
 
+from tests.support.localapi import free_port as _free_port
+from tests.support.localapi import worker_env as _env
 from tests.support.media import ASSETS, REPO
-from tests.test_e2e import _env, _free_port
 
 
 @pytest.fixture(scope="session")

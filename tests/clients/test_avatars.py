@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import base64
 
-import numpy as np
 import pytest
 
 from avatar_engine import avatars, delivery
 from avatar_engine.client import AvatarClient, ClientConfig
 from avatar_engine.errors import AvatarError
-from avatar_engine.image_io import decode_image, fit_image
 from avatar_engine.schema import parse_request
 from avatar_engine.settings import Settings
 from avatar_engine.storage import BucketStore, RetryPolicy
@@ -110,17 +108,3 @@ def test_render_by_avatar_id_through_the_local_server(local_api, short_wav):
     assert failed.error["code"] == "invalid_input"
 
 
-def test_faces_are_detected_once_per_image(portrait_png):
-    from avatar_engine.face import locate
-
-    image = fit_image(decode_image(portrait_png, max_pixels=40_000_000), 512)
-    before = dict(locate.cache_stats)
-    first, box = locate.locate_face(image)
-    second, box2 = locate.locate_face(image.copy())  # same pixels, another array: a cache hit
-    assert np.array_equal(first, second) and box == box2
-    assert locate.cache_stats["misses"] - before["misses"] <= 1
-    assert locate.cache_stats["hits"] - before["hits"] >= 1
-    first[:] = 0  # callers get copies: the cache cannot be corrupted
-    assert locate.locate_face(image)[0].any()
-    locate.locate_face(np.ascontiguousarray(image[:, ::-1]))
-    assert locate.cache_stats["misses"] - before["misses"] >= 1

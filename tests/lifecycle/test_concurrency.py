@@ -20,8 +20,9 @@ import pytest
 
 from avatar_engine.jobs import concurrency_modifier, job_slots, sdk_config
 from tests.lifecycle.conftest import job
+from tests.support.localapi import free_port as _free_port
+from tests.support.localapi import worker_env as _env
 from tests.support.media import REPO
-from tests.test_e2e import _env, _free_port
 
 TINTS = [(1.0, 0.75, 0.75), (0.8, 1.0, 0.8), (0.75, 0.75, 1.0), (1.0, 1.0, 0.7)]
 SECONDS = [1.0, 1.4, 1.8, 2.2]  # 25, 35, 45, 55 frames

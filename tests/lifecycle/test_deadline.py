@@ -74,7 +74,7 @@ def test_slow_speech_analysis_ends_in_timeout_on_time(settings, monkeypatch, rel
 
 @pytest.fixture(scope="module")
 def stalling_bucket():
-    from tests.test_faults import BucketProxy
+    from tests.support.proxy import BucketProxy
 
     with gcs_emulator("avatar-deadline") as port:
         proxy = BucketProxy(port)

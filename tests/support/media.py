@@ -10,6 +10,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "assets"
+FIXTURES = REPO / "tests" / "fixtures"  # goldens per upstream network, copied from shared/
 
 
 def asset_bytes(name: str) -> bytes:

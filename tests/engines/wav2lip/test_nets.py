@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,9 @@ from avatar_engine.engines.wav2lip.nets import Wav2Lip, load_wav2lip, mel_chunk_
 from avatar_engine.errors import AvatarError
 from avatar_engine.netkit import det_state_dict, fill_module
 from tests.support.golden import assert_defect_caught, assert_golden, float64_copy
+from tests.support.media import FIXTURES as FIXTURE_ROOT
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "wav2lip"
+FIXTURES = FIXTURE_ROOT / "wav2lip"
 # Tolerances (rel L2, per stored tensor: output, logits, audio/encoder/decoder intermediates).
 # float64 rebuild: lands a fixed, CPU-independent distance from the float32 golden (README fp64-vs-fp32:
 # <= 9.5e-7, on logits; measured the same here); 1e-5 is >= 10x that and 10x tighter than DETWEIGHTS' floor.

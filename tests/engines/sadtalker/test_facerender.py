@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,8 +28,9 @@ from tests.support.golden import (
     probe_arrays,
     probe_paths,
 )
+from tests.support.media import FIXTURES as FIXTURE_ROOT
 
-FIX = Path(__file__).parent / "fixtures" / "sadtalker"
+FIX = FIXTURE_ROOT / "sadtalker"
 
 # Tolerances (rel L2). Every golden is recomputed in float64: that lands a fixed distance from the float32
 # golden (its own fp32 rounding; README "max fp64 deviation"), the same on any CPU. Float32 reruns move

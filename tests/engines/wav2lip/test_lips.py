@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,11 +14,11 @@ from avatar_engine.audio.frames import frame_count_for_samples
 from avatar_engine.audio.mel import melspectrogram
 from avatar_engine.engines.wav2lip.lips import UPSTREAM_PADS, Wav2LipLipSync
 from avatar_engine.engines.wav2lip.nets import Wav2Lip
-from avatar_engine.face.blend import face_box_from_landmarks, lower_face_mask
 from avatar_engine.netkit import fill_module
 from tests.support.media import ASSETS
+from tests.support.media import FIXTURES as FIXTURE_ROOT
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "wav2lip"
+FIXTURES = FIXTURE_ROOT / "wav2lip"
 
 
 class RecordingModel(nn.Module):
@@ -156,36 +155,3 @@ def test_rejects_bad_frames_and_boxes():
         list(stage.run(synthetic_frames(1), (200, 300, 0, 50), speech_like_audio(0.5), fps=25.0))
 
 
-def test_lower_face_mask_is_soft_and_lower_only():
-    mask = lower_face_mask(140, 120)[..., 0]
-    assert mask.shape == (140, 120) and mask.min() >= 0 and mask.max() == pytest.approx(1.0, abs=1e-3)
-    assert (mask[: int(0.48 * 140)] == 0).all()
-    assert mask[-1].max() < 0.05 and mask[:, 0].max() < 0.05 and mask[:, -1].max() < 0.05
-    values = np.unique(np.round(mask, 3))
-    assert len(values) > 20  # feathered, not a hard rectangle
-
-
-def ibug68_like(cx: float, cy: float, size: float) -> np.ndarray:
-    """A crude 68-point layout: jaw U (0-16) from ear to ear, brows, nose, eyes, mouth."""
-    jaw_angle = np.linspace(np.pi, 0, 17)
-    jaw = np.stack([cx + 0.5 * size * np.cos(jaw_angle), cy + 0.55 * size * np.sin(jaw_angle)], 1)
-    brows = np.stack([np.linspace(cx - 0.4 * size, cx + 0.4 * size, 10), np.full(10, cy - 0.3 * size)], 1)
-    ring = np.linspace(0, 2 * np.pi, 41)
-    inner = np.stack([cx + 0.25 * size * np.cos(ring), cy + 0.2 * size * np.sin(ring)], 1)
-    return np.concatenate([jaw, brows, inner])
-
-
-def test_face_box_from_landmarks_covers_forehead_to_chin():
-    points = ibug68_like(cx=256, cy=240, size=160)
-    y1, y2, x1, x2 = face_box_from_landmarks(points, (512, 512))
-    assert y2 == round(points[:, 1].max())  # chin; the stage's bottom pad adds the margin below
-    assert y1 < points[:, 1].min() - 0.15 * 160  # reaches into the forehead above the brows
-    assert x1 <= points[:, 0].min() + 1 and x2 >= points[:, 0].max() - 1
-    assert 1.0 <= (y2 - y1) / (x2 - x1) <= 1.3  # square-ish like an S3FD box
-
-
-def test_face_box_from_landmarks_is_clamped_to_the_image():
-    y1, y2, x1, x2 = face_box_from_landmarks(ibug68_like(cx=20, cy=40, size=160), (200, 150))
-    assert 0 <= y1 < y2 <= 200 and 0 <= x1 < x2 <= 150
-    with pytest.raises(ValueError):
-        face_box_from_landmarks(np.array([[np.nan, 1.0], [2.0, 3.0], [4.0, 5.0]]), (10, 10))

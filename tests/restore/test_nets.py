@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,9 @@ from avatar_engine.errors import AvatarError
 from avatar_engine.netkit import fill_module
 from avatar_engine.restore.nets import GFPGANv1Clean, gfpgan_v14, load_gfpgan
 from tests.support.golden import assert_defect_caught, assert_golden, edited, swap_rows
+from tests.support.media import FIXTURES as FIXTURE_ROOT
 
-FIXTURES = Path(__file__).parent / "fixtures" / "gfpgan"
+FIXTURES = FIXTURE_ROOT / "gfpgan"
 RGB_SIZES = (8, 16, 32, 64, 128, 256, 512)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,6 @@ from PIL import Image
 
 from avatar_engine.engines.sadtalker import preprocess as sp
 from avatar_engine.engines.sadtalker.nets.reconnet import ReconNetWrapper
-from avatar_engine.face.points import five_points
 from avatar_engine.netkit import fill_module
 from tests.support.golden import (
     as64,
@@ -25,8 +23,9 @@ from tests.support.golden import (
     swap_rows,
 )
 from tests.support.media import ASSETS
+from tests.support.media import FIXTURES as FIXTURE_ROOT
 
-FIX = Path(__file__).parent / "fixtures" / "sadtalker"
+FIX = FIXTURE_ROOT / "sadtalker"
 PROBES = ("maxpool", "layer1", "layer2", "layer3", "layer4")
 
 
@@ -119,27 +118,6 @@ def test_coeffs_from_image_landmarks_in_source_pixels(net, astronaut):
     a = sp.coeffs_from_image(net, astronaut, lm512_down)
     b = sp.coeffs_from_image(net, astronaut, None)
     assert rel(a, b) < 1e-5
-
-
-def test_five_points_from_mesh_order():
-    mesh = np.zeros((478, 3))
-    mesh[33, :2], mesh[133, :2] = (100, 200), (140, 204)  # subject's right eye = image left
-    mesh[362, :2], mesh[263, :2] = (180, 204), (220, 200)
-    mesh[1, :2] = (160, 260)  # nose tip
-    mesh[61, :2], mesh[291, :2] = (125, 300), (195, 300)
-    pts = five_points(mesh)
-    expected = [[120, 202], [200, 202], [160, 260], [125, 300], [195, 300]]
-    assert pts.dtype == np.float32 and np.array_equal(pts, np.array(expected, np.float32))
-    # In the y-up frame align_img uses, the order is the one of LM3D_STD: x increases eye->eye, mouth->mouth,
-    # eyes above nose above mouth.
-    up = pts.copy()
-    up[:, 1] = 511 - up[:, 1]
-    std = sp.LM3D_STD
-    assert np.sign(up[1, 0] - up[0, 0]) == np.sign(std[1, 0] - std[0, 0])
-    assert np.sign(up[4, 0] - up[3, 0]) == np.sign(std[4, 0] - std[3, 0])
-    assert up[0, 1] > up[2, 1] > up[3, 1] and std[0, 1] > std[2, 1] > std[3, 1]
-    with pytest.raises(ValueError):
-        five_points(np.zeros((68, 2)))
 
 
 def test_degenerate_landmarks_raise_no_face(align):

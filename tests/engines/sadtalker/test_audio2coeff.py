@@ -4,7 +4,6 @@ Audio2Exp, Audio2Pose, MappingNet (+ per-channel probes of intermediate modules)
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,8 +26,9 @@ from tests.support.golden import (
     swap_rows,
 )
 from tests.support.media import ASSETS
+from tests.support.media import FIXTURES as FIXTURE_ROOT
 
-FIX = Path(__file__).parent / "fixtures" / "sadtalker"
+FIX = FIXTURE_ROOT / "sadtalker"
 
 # Tolerances (rel L2). The float64 rebuild lands a fixed distance from the float32 goldens (their own fp32
 # rounding, README "max fp64 deviation" column), identical on every CPU, so a few times that figure is safe

@@ -6,20 +6,18 @@ determinism are checked here, the network itself is verified in test_gfpgan_net.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from avatar_engine.errors import AvatarError
-from avatar_engine.face.points import five_points as five_points_from_mesh
 from avatar_engine.netkit import fill_module
 from avatar_engine.restore.face import FFHQ_512_TEMPLATE, FaceRestorer
 from avatar_engine.restore.nets import gfpgan_v14
 from tests.support.media import ASSETS
+from tests.support.media import FIXTURES as FIXTURE_ROOT
 
-FIXTURES = Path(__file__).parent / "fixtures" / "gfpgan"
+FIXTURES = FIXTURE_ROOT / "gfpgan"
 # Picked by hand on astronaut_512.png: eye centres, nose tip, mouth corners (image left first).
 ASTRONAUT_POINTS = np.array([[202, 101], [245, 104], [225, 126], [203, 141], [241, 142]], np.float32)
 
@@ -49,23 +47,6 @@ def test_template_is_in_image_left_right_order():
     assert FFHQ_512_TEMPLATE[0, 0] < FFHQ_512_TEMPLATE[1, 0]
     assert FFHQ_512_TEMPLATE[3, 0] < FFHQ_512_TEMPLATE[4, 0]
     assert FFHQ_512_TEMPLATE[0, 1] < FFHQ_512_TEMPLATE[2, 1] < FFHQ_512_TEMPLATE[3, 1]
-
-
-def test_five_points_from_mesh():
-    mesh = np.zeros((478, 3), np.float32)  # refined mesh with z; only x, y of the first 468 matter
-    image_left_eye = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246]
-    image_right_eye = [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466]
-    mesh[image_left_eye, :2] = [100, 50]
-    mesh[[33, 133], 0] = [90, 110]  # eye corners: mean stays at the centre
-    mesh[image_right_eye, :2] = [160, 52]
-    mesh[1, :2] = [130, 80]
-    mesh[61, :2] = [105, 110]
-    mesh[291, :2] = [155, 111]
-    points = five_points_from_mesh(mesh)
-    assert points.dtype == np.float32
-    np.testing.assert_allclose(points, [[100, 50], [160, 52], [130, 80], [105, 110], [155, 111]], atol=1e-5)
-    with pytest.raises(ValueError):
-        five_points_from_mesh(np.zeros((68, 2)))
 
 
 def test_restore_changes_only_the_face(frame, restored):
