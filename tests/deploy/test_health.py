@@ -22,7 +22,7 @@ GFPGAN = load_inventory()["files"]["gfpgan_v14"]
 @pytest.fixture(scope="module")
 def full_root(tmp_path_factory) -> Path:
     """A det-weight wav2lip_gan.pth, SadTalker's files (their presence is what status checks; loading is
-    covered by tests/test_sadtalker_*), and a sparse file of GFPGAN's published size."""
+    covered by tests/engines/sadtalker/), and a sparse file of GFPGAN's published size."""
     root = tmp_path_factory.mktemp("models")
     (root / "wav2lip").mkdir()
     state = {"module." + k: v for k, v in det_state_dict(Wav2Lip()).items()}
