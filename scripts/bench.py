@@ -63,10 +63,12 @@ def render_once(seconds: float, **options) -> dict:
 
 
 def child_peak_rss(seconds: float, lipsync: str) -> tuple[float, float]:
-    """Render in a fresh process; return (wall s, peak RSS MB) of that process alone."""
-    code = (f"import sys, json, resource; sys.path.insert(0, {str(REPO)!r}); import scripts.bench as b; "
+    """Render in a fresh process; return (wall s, peak RSS MB) of that process alone (VmHWM: ru_maxrss would
+    carry the parent's size over the fork)."""
+    code = (f"import sys, json; sys.path.insert(0, {str(REPO)!r}); import scripts.bench as b; "
             f"r = b.render_once({seconds}, lipsync={lipsync!r}); "
-            "print(json.dumps({'wall': r['wall_s'], 'rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]; "
+            "print(json.dumps({'wall': r['wall_s'], 'rss': int(hwm) / 1024}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     data = json.loads(out.stdout.strip().splitlines()[-1])
     return data["wall"], data["rss"]

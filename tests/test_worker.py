@@ -225,3 +225,20 @@ def test_progress_goes_to_runpod_only_on_runpod(monkeypatch):
     report("render", 0.5)
     report("done", 1.0)
     assert sent == ["fetch 0%", "render 50%", "done 100%"]
+
+
+def test_embedded_render_never_imports_torch(tmp_path):
+    """A worker without checkpoints renders without loading torch (cold start and memory stay small)."""
+    import subprocess
+    import sys
+
+    from tests.support.localapi import worker_env
+    from tests.support.media import REPO
+
+    code = ("import sys, json; import handler; from avatar_engine.worker import run_job; "
+            "job = json.load(open('test_input.json')); job['input']['output'] = {'delivery': 'base64'}; "
+            "r = run_job(job); assert 'error' not in r, r; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=worker_env(tmp_path), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"

@@ -108,8 +108,7 @@ def select(engines: dict[str, Engine], order: tuple[str, ...], requested: str, q
             return Selection(real_time, reason="high_quality needs FOMM + Diff2Lip + GFPGAN: " + "; ".join(missing))
         warnings = () if gpu_free_bytes() else ("high_quality on a CPU: FOMM and Diff2Lip take minutes per frame",)
         return Selection([_high_quality(engines)] + real_time, warnings=warnings)
-    free = gpu_free_bytes()
-    if not missing and free >= settings.hq_min_free_gpu_gb * GIB:
+    if not missing and gpu_free_bytes() >= settings.hq_min_free_gpu_gb * GIB:  # torch only when HQ could run
         return Selection([_high_quality(engines)] + real_time)
     return Selection(real_time)
 
