@@ -5,14 +5,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 
 from avatar_engine.worker import parse_error
-from tests.support.localapi import free_port as _free_port
+from tests.support.localapi import local_api_server
 from tests.support.localapi import worker_env as _env
 from tests.support.media import REPO, probe_mp4
 
@@ -67,32 +66,8 @@ def _post(url: str, body: dict | None, timeout: float = 120) -> tuple[int, dict]
 @pytest.fixture(scope="module")
 def api_server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("api")
-    port = _free_port()
-    # The server's log goes to a file: an unread stderr pipe fills up and would block the server mid-job.
-    log = (tmp / "server.log").open("wb")
-    proc = subprocess.Popen([sys.executable, str(REPO / "handler.py"), "--rp_serve_api", "--rp_api_host", "127.0.0.1",
-                             "--rp_api_port", str(port)], cwd=tmp, env=_env(tmp),
-                            stdout=subprocess.DEVNULL, stderr=log)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180  # warm-up runs before the port opens; slow on a loaded 2-core machine
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"API server exited: {(tmp / 'server.log').read_text(errors='replace')[-2000:]}")
-        try:
-            urllib.request.urlopen(base + "/docs", timeout=10).close()
-            break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("API server did not start")
-    yield base, tmp
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with local_api_server(tmp) as api:
+        yield api.base, tmp
 
 
 def test_runsync_renders(api_server, portrait_png, short_wav):

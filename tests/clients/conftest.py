@@ -5,16 +5,11 @@ a folder of named avatars it serves, and request inputs that render in well unde
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
-from tests.support.localapi import free_port as _free_port
-from tests.support.localapi import worker_env as _env
-from tests.support.media import ASSETS, REPO
+from tests.support.localapi import local_api_server
+from tests.support.media import ASSETS
 
 
 @pytest.fixture(scope="session")
@@ -33,31 +28,9 @@ def avatars_dir(tmp_path_factory):
 def local_api(tmp_path_factory, avatars_dir):
     """Base URL of `python handler.py --rp_serve_api` on a free loopback port."""
     tmp = tmp_path_factory.mktemp("clients-api")
-    port = _free_port()
     # loopback URLs allowed so the provider test can serve its inputs from 127.0.0.1 (metadata stays closed)
-    env = _env(tmp, AVATARS_DIR=str(avatars_dir), ALLOW_PRIVATE_URLS="true")
-    proc = subprocess.Popen([sys.executable, str(REPO / "handler.py"), "--rp_serve_api", "--rp_api_host", "127.0.0.1",
-                             "--rp_api_port", str(port)], cwd=tmp, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"API server exited: {proc.stderr.read()[-2000:]}")
-        try:
-            urllib.request.urlopen(base + "/docs", timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("API server did not start")
-    yield base
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with local_api_server(tmp, AVATARS_DIR=str(avatars_dir), ALLOW_PRIVATE_URLS="true") as api:
+        yield api.base
 
 
 @pytest.fixture(scope="session")

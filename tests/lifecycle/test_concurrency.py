@@ -8,8 +8,6 @@ import base64
 import io
 import json
 import os
-import subprocess
-import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +18,7 @@ import pytest
 
 from avatar_engine.jobs import concurrency_modifier, job_slots, sdk_config
 from tests.lifecycle.conftest import job
-from tests.support.localapi import free_port as _free_port
-from tests.support.localapi import worker_env as _env
-from tests.support.media import REPO
+from tests.support.localapi import local_api_server
 
 TINTS = [(1.0, 0.75, 0.75), (0.8, 1.0, 0.8), (0.75, 0.75, 1.0), (1.0, 1.0, 0.7)]
 SECONDS = [1.0, 1.4, 1.8, 2.2]  # 25, 35, 45, 55 frames
@@ -32,23 +28,8 @@ SECONDS = [1.0, 1.4, 1.8, 2.2]  # 25, 35, 45, 55 frames
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("concurrency")
     (tmp / "work").mkdir()
-    port = _free_port()
-    env = _env(tmp, JOB_CONCURRENCY="4", WORK_DIR=str(tmp / "work"))
-    proc = subprocess.Popen([sys.executable, str(REPO / "handler.py"), "--rp_serve_api", "--rp_api_host", "127.0.0.1",
-                             "--rp_api_port", str(port)], cwd=tmp, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the API server exited"
-        try:
-            urllib.request.urlopen(base + "/docs", timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.3)
-    yield base, proc.pid, tmp / "work"
-    proc.terminate()
-    proc.wait(timeout=10)
+    with local_api_server(tmp, start_timeout_s=90, JOB_CONCURRENCY="4", WORK_DIR=str(tmp / "work")) as api:
+        yield api.base, api.proc.pid, tmp / "work"
 
 
 def _runsync(base: str, payload: dict) -> dict:
