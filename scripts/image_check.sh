@@ -28,6 +28,15 @@ base_image() {
   rm -rf "$root"
 }
 
+ensure_wheels() {
+  # the CPU torch wheel the builds install from (on this project's machines pip finds it on local disk)
+  if ! ls "$WHEELS"/torch-2.13.0* >/dev/null 2>&1; then
+    mkdir -p "$WHEELS"
+    echo "image-check: downloading torch==2.13.0 into $WHEELS"
+    python3 -m pip download --no-deps -q -d "$WHEELS" "torch==2.13.0"
+  fi
+}
+
 build() {
   local image=$1 t0
   t0=$(date +%s)
@@ -47,6 +56,7 @@ build() {
 
 base_image
 [ "${1:-}" = "--base-only" ] && exit 0
+ensure_wheels
 for image in $IMAGES; do
   build "$image"
 done
