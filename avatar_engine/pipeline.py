@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -129,6 +130,7 @@ class _Rendered:
     info: dict
     failures: list
     suspect: bool = False  # an engine failed in a way that poisons the process (CUDA)
+    mode: str = "real_time"  # the quality mode the plan that rendered ran in (encoder preset, restoration)
 
     @property
     def engine(self):
@@ -148,9 +150,7 @@ def _is_cuda_oom(exc: BaseException) -> bool:
 
 
 def _free_cuda_cache() -> None:
-    import sys
-
-    torch = sys.modules.get("torch")
+    torch = sys.modules.get("torch")  # only a neural engine can run out of GPU memory: torch is loaded
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
 
@@ -185,8 +185,9 @@ def _render_with_fallback(plans: list[Plan], job: RenderJob, mp4: Path, encoder:
             try:
                 with timer.stage("prepare"):
                     restorer = restorer_for(plan)
-                    prepared = job.deadline.call(  # bounded: a stuck face or speech analysis cannot outlive the job
-                        lambda: engine.prepare(plan_job), stage=f"prepare ({engine.name}), after 0 of {job.n_frames} frames")
+                    # bounded: a stuck face or speech analysis cannot outlive the job
+                    prepared = job.deadline.call(lambda: engine.prepare(plan_job),
+                                                 stage=f"prepare ({engine.name}), after 0 of {job.n_frames} frames")
                 info = prepared.info
                 if restorer is not None:
                     prepared = PreparedRender(enhance_frames(prepared.frames, restorer, job.request.enhance_weight,
@@ -198,12 +199,12 @@ def _render_with_fallback(plans: list[Plan], job: RenderJob, mp4: Path, encoder:
                 frames = _encode(prepared, plan_job, mp4, mode, encoder, timer, progress, live)
                 if plan_job.batch_limit:
                     prepared.info["oom_batch_limit"] = plan_job.batch_limit
-                return _Rendered(plan, frames, prepared.info, failures, suspect)
+                return _Rendered(plan, frames, prepared.info, failures, suspect, mode)
             except AvatarError as exc:
                 if exc.code == "no_face" and job.request.on_no_face == "still":
                     still = engine_registry.ENGINES["still"]
                     frames = _encode(still.prepare(job), job, mp4, mode, encoder, timer, progress, live)
-                    return _Rendered(Plan(still, ("still",)), frames, {"no_face": True}, failures, suspect)
+                    return _Rendered(Plan(still, ("still",)), frames, {"no_face": True}, failures, suspect, mode)
                 if exc.code in _NO_FALLBACK_CODES or last:
                     raise
                 failures.append({"engine": engine.name, "code": exc.code, "message": exc.message})
@@ -405,7 +406,7 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
             timer.ms["first_segment"] = round((live.first_segment_at - started) * 1000, 1)
 
     result = {**delivered, "engine": done.engine.name, "chain": done.chain(), "encoder": encoder, **summary,
-              "frames": done.frames, **info}
+              "quality_mode": done.mode, "frames": done.frames, **info}
     reasons = [selection.reason] if selection.reason else []
     reasons += [f"{f['engine']} failed ({f['code']}: {f['message']})" for f in done.failures]
     if reasons:

@@ -141,8 +141,9 @@ def test_result_names_the_chain_and_why_it_differs(settings, portrait_png, short
     assert "error" not in result, result
     assert result["chain"] == ["parametric"] and "high_quality needs FOMM + Diff2Lip + GFPGAN" in \
         result["fallback_reason"]
+    assert result["quality_mode"] == "high_quality"  # the encoder preset asked for still applies
     plain = run_job(_job(portrait_png, short_wav, quality_mode="real_time"), settings=settings)
-    assert plain["chain"] == ["parametric"] and "fallback_reason" not in plain
+    assert plain["chain"] == ["parametric"] and "fallback_reason" not in plain and plain["quality_mode"] == "real_time"
 
 
 def test_a_reference_video_means_fomm(settings):
