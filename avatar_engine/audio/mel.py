@@ -93,3 +93,11 @@ def melspectrogram(wav: np.ndarray, *, padding: Padding = "reflect", frames_per_
     db = 20.0 * np.log10(np.maximum(floor, mel)) - REF_LEVEL_DB
     normalized = 2.0 * MAX_ABS_VALUE * (db - MIN_LEVEL_DB) / -MIN_LEVEL_DB - MAX_ABS_VALUE
     return np.clip(normalized, -MAX_ABS_VALUE, MAX_ABS_VALUE).astype(dtype)
+
+
+def pad_to_window(mel: np.ndarray, frames: int = MEL_WINDOW) -> np.ndarray:
+    """A (80, T) mel widened to at least one network window by appending silence (the normalised floor),
+    so audio under 0.2 s still gets a full window."""
+    if mel.shape[1] >= frames:
+        return mel
+    return np.pad(mel, ((0, 0), (0, frames - mel.shape[1])), constant_values=-MAX_ABS_VALUE)

@@ -69,6 +69,18 @@ def match_colors(generated: np.ndarray, original: np.ndarray, mask: np.ndarray) 
     return ((gen - gen_mean) * gain + ref_mean).reshape(generated.shape)
 
 
+def paste_lower_face(frame: np.ndarray, box: tuple[int, int, int, int], face: np.ndarray) -> np.ndarray:
+    """A copy of `frame` with a lip network's generated `face` (s, s, 3; any s, uint8 or float) resized into
+    `box` (y1, y2, x1, x2) and blended into its lower part only, colours matched on the feather band."""
+    y1, y2, x1, x2 = box
+    height, width = y2 - y1, x2 - x1
+    generated = cv2.resize(np.ascontiguousarray(face), (width, height), interpolation=cv2.INTER_LINEAR)
+    original = frame[y1:y2, x1:x2].astype(np.float32)
+    mask = lower_face_mask(height, width)
+    generated = match_colors(generated.astype(np.float32, copy=False), original, mask)
+    return blend_region(frame, box, generated, mask, base=original)
+
+
 def blend_region(frame: np.ndarray, region: tuple[int, int, int, int], patch: np.ndarray, alpha: np.ndarray,
                  base: np.ndarray | None = None) -> np.ndarray:
     """A copy of `frame` whose `region` (y0, y1, x0, x1) is `base + alpha * (patch - base)`, rounded.

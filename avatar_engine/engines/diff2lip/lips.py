@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 import torch
 
-from ...audio.mel import MAX_ABS_VALUE, MEL_WINDOW, melspectrogram
-from ...face.blend import blend_region, lower_face_mask, match_colors
+from ...audio.mel import melspectrogram, pad_to_window
+from ...face.blend import paste_lower_face
 from ...netkit import inference_autocast
 from .conditioning import mel_windows, sample_window
 from .nets import TFGModel
@@ -35,23 +35,10 @@ def crop_face(frame: np.ndarray, box: Box, size: int) -> np.ndarray:
     return cv2.resize(np.ascontiguousarray(frame[y1:y2, x1:x2]), (size, size), interpolation=cv2.INTER_LINEAR)
 
 
-def paste_lower_face(frame: np.ndarray, box: Box, face: np.ndarray) -> np.ndarray:
-    """A copy of `frame` with the generated `face` (s, s, 3) blended into the lower part of `box` only."""
-    y1, y2, x1, x2 = box
-    height, width = y2 - y1, x2 - x1
-    generated = cv2.resize(np.ascontiguousarray(face), (width, height), interpolation=cv2.INTER_LINEAR)
-    original = frame[y1:y2, x1:x2].astype(np.float32)
-    mask = lower_face_mask(height, width)
-    generated = match_colors(generated.astype(np.float32), original, mask)
-    return blend_region(frame, box, generated, mask, base=original)
-
-
 def clip_mel_windows(audio_16k: np.ndarray, n_frames: int, fps: float, config) -> np.ndarray:
     """[n_frames, 80, 16] windows covering the whole audio (zero-padded STFT, as upstream on librosa >= 0.9);
     audio under one window is padded with silence (the normalised floor)."""
-    mel = melspectrogram(np.asarray(audio_16k, dtype=np.float32).reshape(-1), padding="zero")
-    if mel.shape[1] < MEL_WINDOW:
-        mel = np.pad(mel, ((0, 0), (0, MEL_WINDOW - mel.shape[1])), constant_values=-MAX_ABS_VALUE)
+    mel = pad_to_window(melspectrogram(np.asarray(audio_16k, dtype=np.float32).reshape(-1), padding="zero"))
     return mel_windows(mel, n_frames, fps, config)
 
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from ...audio.frames import frame_count_for_samples
-from ...audio.mel import MAX_ABS_VALUE, MEL_WINDOW, SAMPLE_RATE, melspectrogram
-from ...face.blend import blend_region, lower_face_mask, match_colors
+from ...audio.mel import MEL_WINDOW, SAMPLE_RATE, melspectrogram, pad_to_window
+from ...face.blend import paste_lower_face
 from ...netkit import inference_autocast
 from .nets import FACE_SIZE, Wav2Lip, mel_chunk_starts
 
@@ -66,9 +66,7 @@ class Wav2LipLipSync:
             raise ValueError("audio_16k is empty")
         if n_frames is None:
             n_frames = frame_count_for_samples(audio.size, fps, SAMPLE_RATE)
-        mel = melspectrogram(audio)
-        if mel.shape[1] < MEL_WINDOW:  # under 0.2 s: pad with silence (the normalised floor)
-            mel = np.pad(mel, ((0, 0), (0, MEL_WINDOW - mel.shape[1])), constant_values=-MAX_ABS_VALUE)
+        mel = pad_to_window(melspectrogram(audio))  # under 0.2 s: padded with silence
         starts = mel_chunk_starts(mel.shape[1], fps, n_frames)
         box_for = _box_lookup(boxes)
 
@@ -112,17 +110,8 @@ class Wav2LipLipSync:
         # (B,3,96,96) BGR in [0,1] -> (B,96,96,3) RGB in [0,255]
         predicted_rgb = (predicted.float() * 255.0).permute(0, 2, 3, 1).flip(3).cpu().numpy()
 
-        return [self._paste(frame, box, face) for (frame, box), face in zip(batch, predicted_rgb)]
+        return [paste_lower_face(frame, box, face) for (frame, box), face in zip(batch, predicted_rgb)]
 
-    @staticmethod
-    def _paste(frame: np.ndarray, box: Box, face_rgb: np.ndarray) -> np.ndarray:
-        y1, y2, x1, x2 = box
-        height, width = y2 - y1, x2 - x1
-        generated = cv2.resize(np.ascontiguousarray(face_rgb), (width, height), interpolation=cv2.INTER_LINEAR)
-        original = frame[y1:y2, x1:x2].astype(np.float32)
-        mask = lower_face_mask(height, width)
-        generated = match_colors(generated, original, mask)
-        return blend_region(frame, (y1, y2, x1, x2), generated, mask, base=original)
 
 
 def _check_frame(frame: np.ndarray, index: int) -> np.ndarray:
