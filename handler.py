@@ -1,7 +1,7 @@
 """Runpod serverless entry point: `python handler.py` (worker), `--test_input`, `--rp_serve_api`.
 
 Engines and their models load once at import (warm workers reuse them); each job is stateless.
-`handler` is async, so the SDK can stop a job (avatar_engine/jobs.py); with STREAM_OUTPUT=true it is an
+`handler` is async, so the SDK can stop a job (avatar_engine/serving/handlers.py); with STREAM_OUTPUT=true it is an
 async generator (the `/stream` contract): live video events, then the usual result dict.
 """
 
@@ -10,9 +10,9 @@ import os
 
 import runpod
 
-from avatar_engine.jobs import run_async, sdk_config, stream_async
+from avatar_engine.serving.handlers import run_async, sdk_config, stream_async
+from avatar_engine.serving.worker import warm_up
 from avatar_engine.settings import get_settings
-from avatar_engine.worker import warm_up
 
 logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 warm_up()

@@ -69,7 +69,7 @@ def _list_engines(_args) -> int:
 
 
 def _batch(args) -> int:
-    from .batch import BatchOptions, run_batch
+    from .clients.batch import BatchOptions, run_batch
 
     options = BatchOptions(concurrency=args.concurrency, retries=args.retries, timeout_s=args.timeout,
                            download=args.download, retry_failed=args.retry_failed, progress=not args.quiet)

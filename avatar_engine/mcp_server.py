@@ -2,7 +2,7 @@
 
 `python -m avatar_engine mcp` speaks MCP over stdin/stdout with the official SDK (`mcp` 2.x, whose
 `MCPServer` is v1's `FastMCP`). It renders in this process, or forwards to the endpoint when
-`AVATAR_SERVICE_BASEURL` or `AVATAR_ENDPOINT_ID` is set (`avatar_engine.client`). Progress goes out
+`AVATAR_SERVICE_BASEURL` or `AVATAR_ENDPOINT_ID` is set (`avatar_engine.clients.endpoint`). Progress goes out
 as MCP progress notifications while the render runs (stdio delivers them; a streamable-HTTP server in
 JSON-response mode would drop them). The video comes back as a `resource_link`: its bucket URL, or a
 `file://` URI of the MP4 under `OUTPUT_DIR`. `mcp-tool.json` at the repo root describes the same
@@ -51,7 +51,7 @@ def _remote():
     """The endpoint client when one is configured, else None (render here)."""
     if not (os.environ.get("AVATAR_SERVICE_BASEURL") or os.environ.get("AVATAR_ENDPOINT_ID")):
         return None
-    from .client import AvatarClient
+    from .clients.endpoint import AvatarClient
 
     return AvatarClient.from_env()
 
@@ -157,7 +157,7 @@ async def render_avatar(
 
 
 async def _render_here(payload: dict, ctx: Context, settings) -> dict:
-    from .delivery import get_store
+    from .media.delivery import get_store
     from .pipeline import render
     from .schema import parse_request
 
@@ -185,7 +185,7 @@ async def _render_remote(client, payload: dict, ctx: Context) -> dict:
 
 
 def _local_action(name: str) -> dict:
-    from .actions import ACTIONS, run_action
+    from .serving.actions import ACTIONS, run_action
 
     return run_action({"action": name}, get_settings()) if name in ACTIONS else run_action(
         {"action": "list_engines"}, get_settings())

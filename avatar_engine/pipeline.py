@@ -18,8 +18,9 @@ import numpy as np
 from . import engines as engine_registry
 from .audio.frames import frame_count
 from .audio.io import decode_audio
-from .captions import caption_result, caption_stage, ensure_words
-from .delivery import (
+from .engines import Plan, PreparedRender, RenderJob
+from .errors import AvatarError
+from .media.delivery import (
     deliver_base64,
     deliver_path,
     deliver_url,
@@ -28,19 +29,18 @@ from .delivery import (
     render_key,
     resolve_delivery,
 )
-from .engines import Plan, PreparedRender, RenderJob
-from .errors import AvatarError
-from .fetch import load_input
-from .image_io import decode_image, fit_image
-from .lifecycle import Deadline
-from .live import LiveOutput, keyframe_interval, make_live
-from .restore.stage import enhance_frames, load_restorer_model
-from .restore.stage import lookup as restore_lookup
+from .media.encode import Mp4Writer, pick_encoder
+from .media.fetch import load_input
+from .media.hls import LiveOutput, keyframe_interval, make_live
+from .media.image import decode_image, fit_image
+from .media.prefetch import prefetch
 from .schema import RenderRequest
+from .serving.deadline import Deadline
 from .settings import Settings, get_settings
 from .speech.tts import speak_request
-from .streaming import prefetch
-from .video_encode import Mp4Writer, pick_encoder
+from .stages.captions import caption_result, caption_stage, ensure_words
+from .stages.restore.stage import enhance_frames, load_restorer_model
+from .stages.restore.stage import lookup as restore_lookup
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ def _fetch(request: RenderRequest, settings: Settings, local: LocalInputs | None
     if local is not None:
         return _Inputs(local.image, None if request.text is not None else local.audio, local.reference_video)
     if request.avatar_id:
-        from .avatars import load_avatar_image
+        from .media.avatars import load_avatar_image
 
         image = load_avatar_image(request.avatar_id, settings)
     else:
@@ -295,7 +295,7 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
            emit: Callable[[dict], None] | None = None) -> dict:
     """Run one request to a delivered MP4 and return the result dict (raises AvatarError; a cancelled
     `deadline` raises JobCancelled). Every step stops at `deadline` (JOB_TIMEOUT_S from the job's start).
-    With `emit`, the video also streams while it renders (live.py): events go to `emit`."""
+    With `emit`, the video also streams while it renders (media/hls.py): events go to `emit`."""
     settings = settings or get_settings()
     if "quality_mode" not in request.model_fields_set and settings.default_quality_mode != "auto":
         request = request.model_copy(update={"quality_mode": settings.default_quality_mode})
@@ -385,7 +385,7 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
             # 5. qa: the A/V sync self-check on the encoded file
             if request.qa:
                 report("qa", 0.0)
-                from .quality import sync_check
+                from .media.sync_check import sync_check
 
                 with timer.stage("qa"):
                     info["sync"] = deadline.call(lambda: sync_check(mp4, job.audio.analysis).to_dict(), stage="qa")

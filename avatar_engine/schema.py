@@ -78,7 +78,7 @@ class Diff2LipOptions(BaseModel):
     @field_validator("steps")
     @classmethod
     def _respaceable(cls, steps: int) -> int:
-        from .engines.diff2lip.sampler import ddim_timesteps  # torch loads only for requests that set steps
+        from .engines.diff2lip.sampler import ddim_timesteps
 
         try:
             ddim_timesteps(1000, steps)
@@ -168,7 +168,7 @@ class RenderRequest(BaseModel):
         if info.context and info.context.get("local"):
             return self  # the CLI supplies file bytes itself
         if self.avatar_id is not None:
-            from .avatars import check_avatar_id
+            from .media.avatars import check_avatar_id
 
             try:
                 check_avatar_id(self.avatar_id)
@@ -185,7 +185,7 @@ class RenderRequest(BaseModel):
             raise ValueError("give reference_video_url or reference_video_b64, not both")
         if (self.reference_video_url or self.reference_video_b64) and self.engine not in ("fomm", "auto"):
             raise ValueError(f"a reference video drives the 'fomm' engine only (engine is '{self.engine}')")
-        from .captions import check_text_options
+        from .stages.captions import check_text_options
 
         check_text_options(self)
         return self

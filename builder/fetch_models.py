@@ -13,7 +13,7 @@ the `docker build`. A `<name>.verified.json` next to each file records what was 
 worker's health action can report "verified" without hashing hundreds of megabytes per call.
 
 Standard library only: it runs in the weights layer of the Dockerfiles, before the worker's code exists.
-The manifest is `avatar_engine/models.json` (the same file the worker reads).
+The manifest is `avatar_engine/runtime/models.json` (the same file the worker reads).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent / "avatar_engine" / "models.json"
+DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent / "avatar_engine" / "runtime" / "models.json"
 CHUNK = 1 << 20
 SIDE_SUFFIX = ".verified.json"
 

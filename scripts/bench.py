@@ -121,7 +121,7 @@ def first_segment_s(seconds: float, runs: int) -> list[tuple[float, float]]:
     import asyncio
     import base64
 
-    from avatar_engine.jobs import stream_async
+    from avatar_engine.serving.handlers import stream_async
     from avatar_engine.settings import Settings
 
     settings = Settings(media_bucket=None, bucket_endpoint_url=None)  # inline fMP4 chunks
@@ -141,7 +141,7 @@ def first_segment_s(seconds: float, runs: int) -> list[tuple[float, float]]:
 
 def section_stream(quick: bool) -> None:
     print("== streaming output (STREAM_OUTPUT=true), embedded engine, 512x512, 25 fps, warm worker ==")
-    from avatar_engine.worker import warm_up
+    from avatar_engine.serving.worker import warm_up
 
     warm_up()
     first_segment_s(2.0, 1)  # warm the process
@@ -164,7 +164,7 @@ def _per_item_ms(call, items: int, reps: int, bf16: bool) -> float:
     """Mean ms per item of `call()` (one warm-up call first) in fp32 or, where native, bf16."""
     import torch
 
-    from avatar_engine.netkit import inference_autocast
+    from avatar_engine.runtime.precision import inference_autocast
 
     with torch.inference_mode(), inference_autocast("cpu", cpu_bf16=bf16):
         call()
@@ -175,7 +175,7 @@ def _per_item_ms(call, items: int, reps: int, bf16: bool) -> float:
 
 
 def _precisions() -> tuple[bool, ...]:
-    from avatar_engine.netkit import cpu_bf16_supported
+    from avatar_engine.runtime.precision import cpu_bf16_supported
 
     return (False, True) if cpu_bf16_supported() else (False,)
 
@@ -189,7 +189,7 @@ def section_wav2lip(quick: bool) -> None:
     import torch
 
     from avatar_engine.engines.wav2lip.nets import Wav2Lip
-    from avatar_engine.netkit import fill_module
+    from avatar_engine.runtime.detweights import fill_module
 
     print("== Wav2Lip lip stage, deterministic weights ==")
     torch.set_num_threads(os.cpu_count() or 2)
@@ -207,8 +207,8 @@ def section_wav2lip(quick: bool) -> None:
 def section_gfpgan(quick: bool) -> None:
     import torch
 
-    from avatar_engine.netkit import fill_module
-    from avatar_engine.restore.nets import gfpgan_v14
+    from avatar_engine.runtime.detweights import fill_module
+    from avatar_engine.stages.restore.nets import gfpgan_v14
 
     print("== GFPGAN v1.4 face restoration, deterministic weights ==")
     model = fill_module(gfpgan_v14())
@@ -225,7 +225,7 @@ def section_sadtalker(quick: bool) -> None:
     from avatar_engine.engines.sadtalker.checkpoints import _build
     from avatar_engine.engines.sadtalker.framing import driving_coeffs, mapping_windows
     from avatar_engine.engines.sadtalker.glue import keypoint_transformation
-    from avatar_engine.netkit import fill_module
+    from avatar_engine.runtime.detweights import fill_module
 
     print("== SadTalker 256, deterministic weights, CPU ms per frame by stage ==")
     nets = {name: fill_module(_build(name, "crop")) for name in ("audio2exp", "audio2pose", "kp_extractor",
@@ -263,7 +263,7 @@ def section_fomm(quick: bool) -> None:
 
     from avatar_engine.engines.fomm.engine import CPU_BATCH
     from avatar_engine.engines.fomm.nets import KPDetector, OcclusionAwareGenerator
-    from avatar_engine.netkit import fill_module
+    from avatar_engine.runtime.detweights import fill_module
 
     print("== FOMM vox-256, deterministic weights, CPU ms per frame ==")
     kp_detector, generator = fill_module(KPDetector()).eval(), fill_module(OcclusionAwareGenerator()).eval()
@@ -297,7 +297,8 @@ def section_diff2lip(quick: bool) -> None:
 
     from avatar_engine.engines.diff2lip.conditioning import sample_window
     from avatar_engine.engines.diff2lip.nets import TFGModel
-    from avatar_engine.netkit import fill_module, inference_autocast
+    from avatar_engine.runtime.detweights import fill_module
+    from avatar_engine.runtime.precision import inference_autocast
 
     print("== Diff2Lip, deterministic weights, CPU s per frame at a reduced step count ==")
     torch.set_num_threads(os.cpu_count() or 2)
@@ -338,7 +339,7 @@ def cpu_model() -> str:
 
 def machine_line() -> str:
     """What every figure below depends on: CPU model, cores, native bf16, python."""
-    from avatar_engine.netkit import cpu_bf16_supported
+    from avatar_engine.runtime.precision import cpu_bf16_supported
 
     bf16 = "native bf16 (AMX / AVX512-BF16)" if cpu_bf16_supported() else "no native bf16 (networks stay fp32)"
     return f"machine: {cpu_model()}, {os.cpu_count()} cores, {bf16}, python {sys.version.split()[0]}"

@@ -75,7 +75,7 @@ def invalid_cases() -> list[dict]:
 
 def check(result: dict, expect: list[str], output_dir: Path) -> str | None:
     """None when the job answered as it should, else what went wrong."""
-    from avatar_engine.worker import parse_error
+    from avatar_engine.serving.worker import parse_error
 
     if not isinstance(result, dict):
         return f"returned {type(result).__name__}"
@@ -97,8 +97,8 @@ def check(result: dict, expect: list[str], output_dir: Path) -> str | None:
 
 
 def soak(n_jobs: int, warmup: int, root: Path) -> dict:
+    from avatar_engine.serving.worker import run_job, warm_up
     from avatar_engine.settings import Settings
-    from avatar_engine.worker import run_job, warm_up
 
     work, tmp, out = root / "work", root / "tmp", root / "out"
     for d in (work, tmp, out):

@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from avatar_engine import fetch
 from avatar_engine.errors import ErrorCode
+from avatar_engine.media import fetch
+from avatar_engine.serving.worker import parse_error, run_job
 from avatar_engine.settings import Settings
-from avatar_engine.worker import parse_error, run_job
 from scripts.make_corpus import CORPUS
 
 KNOWN_CODES = set(get_args(ErrorCode))

@@ -9,9 +9,9 @@ from typing import Any, ClassVar, Iterable, Iterator, Protocol, runtime_checkabl
 import numpy as np
 
 from ..audio.io import AudioClip
-from ..lifecycle import Deadline
-from ..runtime import CheckpointLookup
+from ..runtime.checkpoints import CheckpointLookup
 from ..schema import RenderRequest
+from ..serving.deadline import Deadline
 from ..settings import Settings
 
 
@@ -26,7 +26,7 @@ class RenderJob:
     n_frames: int
     settings: Settings
     source_scale: float = 1.0  # source image pixels per output pixel (face-size checks use the source)
-    # the job's clock and cancel token (lifecycle.Deadline; compares with time.perf_counter() values)
+    # the job's clock and cancel token (serving.deadline.Deadline; compares with time.perf_counter() values)
     deadline: Deadline = field(default_factory=Deadline.unbounded)
     batch_limit: int | None = None  # set after a CUDA out-of-memory: engines batch at most this many frames
     reference_video: bytes | None = None  # the request's driving video, fetched with the other inputs

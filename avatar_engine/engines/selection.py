@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import AvatarError
-from ..runtime import GIB, gpu_free_bytes
+from ..runtime.device import GIB, gpu_free_bytes
 from ..settings import Settings
 from .base import Engine
 
@@ -66,7 +66,7 @@ def _real_time(engines: dict[str, Engine], order: tuple[str, ...], settings: Set
 
 def hq_missing(engines: dict[str, Engine], settings: Settings) -> list[str]:
     """What the high-quality chain lacks here (empty when FOMM, Diff2Lip and GFPGAN can all run)."""
-    from ..restore.stage import lookup as gfpgan_lookup
+    from ..stages.restore.stage import lookup as gfpgan_lookup
 
     missing = [f"{name}: {engines[name].status(settings).reason}" if name in engines else f"{name}: not built in"
                for name in HQ_ENGINES if not _usable(engines, name, settings)]

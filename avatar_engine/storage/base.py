@@ -27,7 +27,7 @@ import tenacity
 from avatar_engine.errors import AvatarError
 
 if TYPE_CHECKING:
-    from avatar_engine.lifecycle import Deadline
+    from avatar_engine.serving.deadline import Deadline
 
 #: one logger for the package: operators filter on it, tests read it
 log = logging.getLogger("avatar_engine.storage")

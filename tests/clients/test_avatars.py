@@ -7,9 +7,9 @@ import base64
 
 import pytest
 
-from avatar_engine import avatars, delivery
-from avatar_engine.client import AvatarClient, ClientConfig
+from avatar_engine.clients.endpoint import AvatarClient, ClientConfig
 from avatar_engine.errors import AvatarError
+from avatar_engine.media import avatars, delivery
 from avatar_engine.schema import parse_request
 from avatar_engine.settings import Settings
 from avatar_engine.storage import BucketStore, RetryPolicy

@@ -12,8 +12,8 @@ import subprocess
 import sys
 import time
 
-from avatar_engine.batch import BatchOptions, load_manifest, run_batch
-from avatar_engine.client import AvatarClient, ClientConfig
+from avatar_engine.clients.batch import BatchOptions, load_manifest, run_batch
+from avatar_engine.clients.endpoint import AvatarClient, ClientConfig
 from tests.support.media import REPO, probe_mp4
 
 BAD_ROW = "r04"

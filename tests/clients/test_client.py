@@ -10,9 +10,9 @@ from urllib.parse import urlparse
 
 import pytest
 
-from avatar_engine.client import AvatarClient, ClientConfig, EndpointError, JobFailed, JobNotFound
+from avatar_engine.clients.endpoint import AvatarClient, ClientConfig, EndpointError, JobFailed, JobNotFound
+from avatar_engine.clients.providers import get_provider
 from avatar_engine.errors import AvatarError
-from avatar_engine.providers import get_provider
 from tests.clients.fake_hosted import FakeHosted
 from tests.support.http import HostileServer
 from tests.support.media import probe_mp4

@@ -17,7 +17,7 @@ import pytest
 
 from avatar_engine.engines.sadtalker import checkpoints as st_ck
 from avatar_engine.engines.wav2lip.engine import CHECKPOINT_NAMES as W2L_NAMES
-from avatar_engine.inventory import component_files, load_inventory
+from avatar_engine.runtime.inventory import component_files, load_inventory
 from tests.support.media import REPO
 
 INVENTORY = load_inventory()
@@ -159,7 +159,7 @@ NOT_IN_IMAGE = {"mcp"}  # avatar_engine/mcp_server.py: an MCP server for desktop
 
 
 def test_worker_imports_nothing_the_image_leaves_out():
-    code = ("import sys, avatar_engine.worker, avatar_engine.actions, avatar_engine.health, avatar_engine.engines;"
+    code = ("import sys, avatar_engine.serving.worker, avatar_engine.serving.actions, avatar_engine.serving.health, avatar_engine.engines;"
             f"print(sorted(m for m in {sorted(NOT_IN_IMAGE)!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

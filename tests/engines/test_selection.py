@@ -10,8 +10,8 @@ from avatar_engine.engines import AUTO_ORDER, ENGINES, PreparedRender
 from avatar_engine.engines import selection as sel
 from avatar_engine.engines.base import Engine, EngineStatus
 from avatar_engine.errors import AvatarError
-from avatar_engine.runtime import GIB
-from avatar_engine.worker import run_job
+from avatar_engine.runtime.device import GIB
+from avatar_engine.serving.worker import run_job
 
 
 class Fake(Engine):
@@ -38,11 +38,11 @@ def _engines(**available) -> dict[str, Engine]:
 
 @pytest.fixture
 def gfpgan_mounted(monkeypatch, tmp_path):
-    from avatar_engine.runtime import CheckpointLookup
+    from avatar_engine.runtime.checkpoints import CheckpointLookup
 
     path = tmp_path / "GFPGANv1.4.pth"
     path.write_bytes(b"x")
-    monkeypatch.setattr("avatar_engine.restore.stage.lookup",
+    monkeypatch.setattr("avatar_engine.stages.restore.stage.lookup",
                         lambda settings: CheckpointLookup("GFPGAN_CKPT", (path,), False, path))
 
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from avatar_engine.image_io import decode_image, fit_image
+from avatar_engine.media.image import decode_image, fit_image
 
 
 def test_faces_are_detected_once_per_image(portrait_png):

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from avatar_engine.serving.worker import parse_error, run_job
 from avatar_engine.settings import Settings
 from avatar_engine.speech.tts import speak, speak_request
 from avatar_engine.storage import StoredObject
-from avatar_engine.worker import parse_error, run_job
-from tests.speech.test_captions import parse_srt, parse_vtt
+from tests.stages.test_captions import parse_srt, parse_vtt
 from tests.support.media import asset_bytes, probe_mp4
 
 FPS = 25

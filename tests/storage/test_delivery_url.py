@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from avatar_engine.engines import ENGINES
-from avatar_engine.worker import run_job
+from avatar_engine.serving.worker import run_job
 from tests.support.gcs import gcs_emulator, service_account_json
 from tests.support.media import REPO, probe_mp4
 
@@ -75,7 +75,7 @@ def test_url_delivery_then_cache_hit(bucket_settings, portrait_png, short_wav, m
 
 
 def parse_code(result):
-    from avatar_engine.worker import parse_error
+    from avatar_engine.serving.worker import parse_error
 
     return parse_error(result["error"])["code"] if "error" in result else None
 

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...errors import AvatarError
-from ...netkit import load_strict, read_checkpoint
-from ...runtime import CheckpointLookup, ModelCache, file_key, find_checkpoint
+from ...runtime.cache import ModelCache, file_key
+from ...runtime.checkpoints import CheckpointLookup, find_checkpoint
+from ...runtime.loading import load_strict, read_checkpoint
 from ...settings import Settings
 from .config import Diff2LipConfig
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from ...face.blend import face_box_from_landmarks
 from ...face.locate import locate_face
-from ...runtime import GIB, gpu_free_bytes, torch_device, use_threads
+from ...runtime.device import GIB, gpu_free_bytes, torch_device, use_threads
 from ...settings import Settings
 from ..base import Engine, EngineStatus, LipStage, MotionPlan, MotionSource, PreparedRender, RenderJob
 from .checkpoints import LICENSE, cached_diff2lip, lookup

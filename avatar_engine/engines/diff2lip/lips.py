@@ -21,7 +21,7 @@ import torch
 
 from ...audio.mel import melspectrogram, pad_to_window
 from ...face.blend import paste_lower_face
-from ...netkit import inference_autocast
+from ...runtime.precision import inference_autocast
 from .conditioning import mel_windows, sample_window
 from .nets import TFGModel
 from .sampler import RespacedSchedule

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...errors import AvatarError
-from ...netkit import load_strict, read_checkpoint
-from ...runtime import CheckpointLookup, ModelCache, file_key, find_checkpoint
+from ...runtime.cache import ModelCache, file_key
+from ...runtime.checkpoints import CheckpointLookup, find_checkpoint
+from ...runtime.loading import load_strict, read_checkpoint
 from ...settings import Settings
 
 if TYPE_CHECKING:  # torch is imported only when the networks are built: finding files stays cheap

@@ -44,7 +44,7 @@ from ...face.blend import SquareBox, SquarePaster, extract_square, square_box
 from ...face.locate import locate_face
 from ...face.points import five_points
 from ...face.regions import CHIN, FOREHEAD, face_frame
-from ...runtime import GIB, gpu_free_bytes, torch_device, use_threads
+from ...runtime.device import GIB, gpu_free_bytes, torch_device, use_threads
 from ...settings import Settings
 from ..base import Engine, EngineStatus, LipStage, MotionSource, PreparedRender, RenderJob, checkpoint_status
 from .checkpoints import CHECKPOINT_NAMES, cached_fomm_nets, lookup
@@ -152,7 +152,7 @@ def _reference_face_box(frame: np.ndarray) -> tuple[int, int, int, int]:
 def load_reference_video(job: RenderJob) -> DrivingClip:
     """The request's reference video fetched (guards and MAX_VIDEO_BYTES) and decoded onto the output
     timeline as 256 px face crops, at most `job.n_frames` of them."""
-    from ...fetch import load_input
+    from ...media.fetch import load_input
     from .driving import DrivingLimits, decode_driving_video
 
     req, settings = job.request, job.settings
@@ -262,7 +262,7 @@ def render_batch(nets: FommNets, device, encoding, kp_source: Keypoints, kp_driv
     """Faces (N, 256, 256, 3) uint8 for a batch of N driving keypoints, from the once-encoded source."""
     import torch
 
-    from ...netkit import inference_autocast
+    from ...runtime.precision import inference_autocast
 
     with torch.inference_mode():
         with inference_autocast(device, cpu_bf16=cpu_bf16):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...errors import AvatarError
-from ...netkit import load_strict, read_checkpoint
+from ...runtime.loading import load_strict, read_checkpoint
 
 if TYPE_CHECKING:  # torch loads only when networks are built: finding checkpoints must stay cheap
     from torch import nn

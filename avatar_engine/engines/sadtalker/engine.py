@@ -24,8 +24,11 @@ from ...errors import AvatarError
 from ...face.blend import SquarePaster, extract_square, square_box
 from ...face.locate import locate_face
 from ...face.points import five_points
-from ...netkit import inference_autocast, load_strict
-from ...runtime import GIB, ModelCache, find_checkpoint_dir, gpu_free_bytes, torch_device, use_threads
+from ...runtime.cache import ModelCache
+from ...runtime.checkpoints import find_checkpoint_dir
+from ...runtime.device import GIB, gpu_free_bytes, torch_device, use_threads
+from ...runtime.loading import load_strict
+from ...runtime.precision import inference_autocast
 from ...settings import Settings
 from ..base import Engine, EngineStatus, LipStage, PreparedRender, RenderJob
 from . import checkpoints as ck

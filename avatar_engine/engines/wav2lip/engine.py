@@ -15,16 +15,9 @@ import numpy as np
 
 from ...errors import AvatarError
 from ...face.blend import face_box_from_landmarks
-from ...runtime import (
-    GIB,
-    CheckpointLookup,
-    ModelCache,
-    file_key,
-    find_checkpoint,
-    gpu_free_bytes,
-    torch_device,
-    use_threads,
-)
+from ...runtime.cache import ModelCache, file_key
+from ...runtime.checkpoints import CheckpointLookup, find_checkpoint
+from ...runtime.device import GIB, gpu_free_bytes, torch_device, use_threads
 from ...settings import Settings
 from ..base import (
     Engine,

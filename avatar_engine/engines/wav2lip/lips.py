@@ -19,7 +19,7 @@ import torch
 from ...audio.frames import frame_count_for_samples
 from ...audio.mel import MEL_WINDOW, SAMPLE_RATE, melspectrogram, pad_to_window
 from ...face.blend import paste_lower_face
-from ...netkit import inference_autocast
+from ...runtime.precision import inference_autocast
 from .nets import FACE_SIZE, Wav2Lip, mel_chunk_starts
 
 Box = tuple[int, int, int, int]  # (y1, y2, x1, x2), upstream's `--box` order; y2/x2 exclusive

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from ...audio.encoder import ConvBNReLU, down_block, mel_encoder
 from ...audio.mel import MEL_FRAMES_PER_SECOND, MEL_WINDOW
-from ...netkit import extract_state_dict, load_strict, read_checkpoint
+from ...runtime.loading import extract_state_dict, load_strict, read_checkpoint
 
 FACE_SIZE = 96
 

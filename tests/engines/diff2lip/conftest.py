@@ -11,7 +11,7 @@ import torch
 
 from avatar_engine.engines.diff2lip.config import Diff2LipConfig
 from avatar_engine.engines.diff2lip.nets import TFGModel
-from avatar_engine.netkit import fill_module
+from avatar_engine.runtime.detweights import fill_module
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "diff2lip"
 

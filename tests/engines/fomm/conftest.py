@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from avatar_engine.engines.fomm.nets import KPDetector, OcclusionAwareGenerator
-from avatar_engine.netkit import fill_module
+from avatar_engine.runtime.detweights import fill_module
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "fomm"
 

@@ -22,12 +22,7 @@ from avatar_engine.audio.io import decode_audio
 from avatar_engine.engines import ENGINES, candidates, list_engines
 from avatar_engine.engines.base import RenderJob
 from avatar_engine.engines.fomm.driving import decode_driving_video
-from avatar_engine.engines.fomm.engine import (
-    HeadPose,
-    head_pose_from_track,
-    pose_driving_keypoints,
-    to_normalized,
-)
+from avatar_engine.engines.fomm.engine import HeadPose, head_pose_from_track, pose_driving_keypoints, to_normalized
 from avatar_engine.engines.fomm.nets import KPDetector, OcclusionAwareGenerator
 from avatar_engine.engines.parametric.animation import HeadTrack
 from avatar_engine.engines.parametric.lipstage import mouth_coeffs
@@ -35,10 +30,10 @@ from avatar_engine.engines.wav2lip.nets import Wav2Lip
 from avatar_engine.errors import AvatarError
 from avatar_engine.face.blend import SquareBox
 from avatar_engine.face.locate import locate_face
-from avatar_engine.image_io import decode_image, fit_image
-from avatar_engine.netkit import det_state_dict
+from avatar_engine.media.image import decode_image, fit_image
+from avatar_engine.runtime.detweights import det_state_dict
 from avatar_engine.schema import parse_request
-from avatar_engine.worker import parse_error, run_job
+from avatar_engine.serving.worker import parse_error, run_job
 from tests.support.media import asset_bytes, probe_mp4, wav_bytes
 
 FPS = 10

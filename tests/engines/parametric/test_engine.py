@@ -10,9 +10,9 @@ from avatar_engine.audio.io import decode_audio
 from avatar_engine.engines import ENGINES, candidates
 from avatar_engine.engines.base import RenderJob
 from avatar_engine.errors import AvatarError
-from avatar_engine.image_io import decode_image, fit_image
+from avatar_engine.media.image import decode_image, fit_image
+from avatar_engine.media.sync_check import sync_check, sync_offset, track_face
 from avatar_engine.pipeline import LocalInputs, render
-from avatar_engine.quality import sync_check, sync_offset, track_face
 from avatar_engine.schema import parse_request
 from avatar_engine.speech.mouth import mouth_track
 from avatar_engine.speech.phonemes import Phone

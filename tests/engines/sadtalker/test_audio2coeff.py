@@ -14,7 +14,7 @@ from avatar_engine.engines.sadtalker import glue as G
 from avatar_engine.engines.sadtalker.nets.audio2coeff import Audio2Pose, SimpleWrapperV2
 from avatar_engine.engines.sadtalker.nets.mapping import MappingNet
 from avatar_engine.errors import AvatarError
-from avatar_engine.netkit import fill_module
+from avatar_engine.runtime.detweights import fill_module
 from tests.support.golden import (
     assert_defect_caught,
     assert_golden,

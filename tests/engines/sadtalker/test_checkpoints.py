@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from avatar_engine.engines.sadtalker import checkpoints as ck
 from avatar_engine.engines.sadtalker.nets.reconnet import ReconNetWrapper
 from avatar_engine.errors import AvatarError
-from avatar_engine.netkit import load_strict
+from avatar_engine.runtime.loading import load_strict
 
 OPTIMIZER = {"state": {}, "param_groups": [{"lr": 1e-4, "betas": (0.5, 0.999), "params": [0, 1]}]}
 

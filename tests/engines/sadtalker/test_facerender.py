@@ -17,7 +17,7 @@ from avatar_engine.engines.sadtalker.nets.facerender import (
     kp_detector_256,
     render_frames,
 )
-from avatar_engine.netkit import fill_module
+from avatar_engine.runtime.detweights import fill_module
 from tests.support.golden import (
     as64,
     assert_defect_caught,

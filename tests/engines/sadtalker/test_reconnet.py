@@ -11,7 +11,7 @@ from PIL import Image
 
 from avatar_engine.engines.sadtalker import preprocess as sp
 from avatar_engine.engines.sadtalker.nets.reconnet import ReconNetWrapper
-from avatar_engine.netkit import fill_module
+from avatar_engine.runtime.detweights import fill_module
 from tests.support.golden import (
     as64,
     assert_defect_caught,

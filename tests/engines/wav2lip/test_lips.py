@@ -14,7 +14,7 @@ from avatar_engine.audio.frames import frame_count_for_samples
 from avatar_engine.audio.mel import melspectrogram
 from avatar_engine.engines.wav2lip.lips import UPSTREAM_PADS, Wav2LipLipSync
 from avatar_engine.engines.wav2lip.nets import Wav2Lip
-from avatar_engine.netkit import fill_module
+from avatar_engine.runtime.detweights import fill_module
 from tests.support.media import ASSETS
 from tests.support.media import FIXTURES as FIXTURE_ROOT
 

@@ -11,7 +11,7 @@ import torch
 from avatar_engine.audio.mel import melspectrogram
 from avatar_engine.engines.wav2lip.nets import Wav2Lip, load_wav2lip, mel_chunk_starts
 from avatar_engine.errors import AvatarError
-from avatar_engine.netkit import det_state_dict, fill_module
+from avatar_engine.runtime.detweights import det_state_dict, fill_module
 from tests.support.golden import assert_defect_caught, assert_golden, float64_copy
 from tests.support.media import FIXTURES as FIXTURE_ROOT
 

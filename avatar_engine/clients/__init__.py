@@ -1,0 +1,9 @@
+"""The client wing: the endpoint client, batch submits and the orchestrator providers.
+
+It imports only the request contract and the error codes, never the server (no pipeline, engines,
+torch or OpenCV), so an orchestrator can install and import it cheaply.
+"""
+
+from .endpoint import AvatarClient, ClientConfig, EndpointError, JobFailed, JobNotFound, JobStatus, RenderResult
+
+__all__ = ["AvatarClient", "ClientConfig", "EndpointError", "JobFailed", "JobNotFound", "JobStatus", "RenderResult"]

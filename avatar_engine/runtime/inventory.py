@@ -1,0 +1,108 @@
+"""The model inventory: every checkpoint file the worker knows, its source and license, and what is on disk.
+
+The data lives in `avatar_engine/runtime/models.json`, the single source of truth shared with the image builder
+(`builder/fetch_models.py` downloads from it and verifies against it). This module only answers cheap
+questions about files that exist here: found or missing, size against the manifest, and whether the
+builder's verification record (`<file>.verified.json`, written after a sha256 check) still describes the
+file. It never hashes a checkpoint: a health call must answer in milliseconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from ..settings import Settings
+
+MANIFEST_PATH = Path(__file__).with_name("models.json")
+RECORD_SUFFIX = ".verified.json"  # written by builder/fetch_models.py next to each verified file
+
+# Environment overrides (Settings fields) that name a folder rather than a file.
+_DIR_OVERRIDES = {"SADTALKER_CKPT_DIR"}
+
+
+@lru_cache(maxsize=1)
+def load_inventory() -> dict[str, Any]:
+    return json.loads(MANIFEST_PATH.read_text())
+
+
+@dataclass(frozen=True)
+class CheckpointStatus:
+    """One checkpoint file as found on this machine; `checksum` is verified / unverified / mismatch / None."""
+
+    path: str
+    found: bool
+    size: int | None
+    expected_size: int | None
+    size_ok: bool | None
+    checksum: str | None
+    sha256_published: bool
+    license: str
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def checkpoint_path(key: str, settings: Settings) -> Path:
+    """Where the worker looks for manifest entry `key`: its override (file, or folder + file name) if set,
+    else MODEL_ROOT / its manifest path. Overrides are Settings fields, so an engine not built yet reads none."""
+    entry = load_inventory()["files"][key]
+    env = entry.get("override_env")
+    override = getattr(settings, env.lower(), None) if env else None
+    if override:
+        return Path(override) / Path(entry["path"]).name if env in _DIR_OVERRIDES else Path(override)
+    return Path(settings.model_root) / entry["path"]
+
+
+def _checksum_status(path: Path, size: int, mtime: float, published: str | None) -> str:
+    if not published:
+        return "unverified"
+    try:
+        record = json.loads(path.with_name(path.name + RECORD_SUFFIX).read_text())
+    except (OSError, ValueError):
+        return "unverified"
+    if not isinstance(record, dict) or record.get("size") != size or record.get("mtime") != int(mtime):
+        return "unverified"  # the file changed since it was checked
+    return "verified" if str(record.get("sha256", "")).lower() == published.lower() else "mismatch"
+
+
+def checkpoint_status(key: str, settings: Settings) -> CheckpointStatus:
+    entry = load_inventory()["files"][key]
+    path = checkpoint_path(key, settings)
+    expected = entry.get("size")
+    try:
+        st = path.stat()
+        found = path.is_file()
+    except OSError:
+        st, found = None, False
+    if not found:
+        return CheckpointStatus(str(path), False, None, expected, None, None, bool(entry.get("sha256")),
+                                entry["license"], entry["source"])
+    size_ok = None if expected is None else st.st_size == expected
+    checksum = _checksum_status(path, st.st_size, st.st_mtime, entry.get("sha256"))
+    return CheckpointStatus(str(path), True, st.st_size, expected, size_ok, checksum, bool(entry.get("sha256")),
+                            entry["license"], entry["source"])
+
+
+def component_files(kind: str, name: str) -> list[str]:
+    """Manifest keys an engine (`kind="engines"`) or stage (`"stages"`) can use: its needs, then optional ones."""
+    spec = load_inventory()[kind].get(name, {})
+    keys = [k for group in spec.get("needs", []) for k in group]
+    return keys + [k for k in spec.get("optional", []) if k not in keys]
+
+
+def component_report(kind: str, name: str, settings: Settings) -> dict[str, Any]:
+    """License, per-file status, and which requirement groups have no usable file (missing `needs`)."""
+    spec = load_inventory()[kind].get(name)
+    if spec is None:
+        return {"license": None, "checkpoints": {}, "missing": []}
+    files = {k: checkpoint_status(k, settings) for k in component_files(kind, name)}
+    missing = [" or ".join(load_inventory()["files"][k]["path"] for k in group)
+               for group in spec.get("needs", [])
+               if not any(files[k].found and files[k].size_ok is not False and files[k].checksum != "mismatch"
+                          for k in group)]
+    return {"license": spec["license"], "checkpoints": {k: s.to_dict() for k, s in files.items()}, "missing": missing}

@@ -1,0 +1,1 @@
+"""Serving: the request -> result boundary, the Runpod handlers, actions, health and the job deadline."""

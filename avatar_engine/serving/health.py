@@ -1,0 +1,110 @@
+"""`{"action": "health"}`: what this worker can do right now, without rendering anything.
+
+Answers in milliseconds on a warm worker: the device and its free memory, whether NVENC opens (probed
+once per process by `media.encode.pick_encoder`), and per engine and stage its license, whether it can
+run, whether `auto` would pick it, and each checkpoint file's state (found / missing / size / checksum,
+from `inventory`, never by hashing). Engines listed in the inventory that this build does not contain yet
+appear with `registered: false`, so a deployer sees what mounting their weights would need.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import time
+from typing import Any
+
+from ..settings import Settings
+
+log = logging.getLogger(__name__)
+_GIB = 1024 ** 3
+
+
+def device_report() -> dict[str, Any]:
+    """CUDA device name and memory, or the CPU; torch is asked only if it is installed."""
+    if importlib.util.find_spec("torch") is None:
+        return {"type": "cpu", "name": None, "torch": None}
+    import torch
+
+    out: dict[str, Any] = {"type": "cpu", "name": None, "torch": torch.__version__, "cuda": torch.version.cuda}
+    try:
+        if torch.cuda.is_available():
+            free, total = torch.cuda.mem_get_info(0)
+            out.update(type="cuda", name=torch.cuda.get_device_name(0), count=torch.cuda.device_count(),
+                       gpu_free_gb=round(free / _GIB, 2), gpu_total_gb=round(total / _GIB, 2))
+    except Exception as exc:  # noqa: BLE001 - a broken driver is something health must report, not raise
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def encoder_report(settings: Settings) -> dict[str, Any]:
+    from ..media.encode import pick_encoder
+
+    selected = pick_encoder(settings.video_encoder)
+    nvenc = selected == "h264_nvenc" or (settings.video_encoder == "libx264" and pick_encoder("auto") == "h264_nvenc")
+    return {"nvenc": nvenc, "selected": selected, "preference": settings.video_encoder}
+
+
+def engine_reports(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Every registered engine plus every inventory engine not built in yet, by name."""
+    from ..engines import ENGINES
+    from ..runtime.inventory import component_report, load_inventory
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, engine in ENGINES.items():
+        status = engine.status(settings)
+        try:
+            suits = bool(engine.suits_auto(settings))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("suits_auto of %s failed: %s", name, exc)
+            suits = False
+        report = component_report("engines", name, settings)
+        out[name] = {"registered": True, "available": status.available, "reason": status.reason,
+                     "auto": status.available and suits, "license": report["license"],
+                     "found": status.checkpoints, "checkpoints": report["checkpoints"]}
+    for name in load_inventory()["engines"]:
+        if name not in out:
+            report = component_report("engines", name, settings)
+            out[name] = {"registered": False, "available": False,
+                         "reason": f"engine '{name}' is not built into this worker",
+                         "auto": False, "license": report["license"], "found": {},
+                         "checkpoints": report["checkpoints"]}
+    return out
+
+
+def stage_reports(settings: Settings) -> dict[str, dict[str, Any]]:
+    from ..runtime.inventory import component_report, load_inventory
+
+    out = {}
+    for name in load_inventory()["stages"]:
+        report = component_report("stages", name, settings)
+        out[name] = {"available": not report["missing"], "license": report["license"],
+                     "checkpoints": report["checkpoints"]}
+    return out
+
+
+def auto_chain(settings: Settings) -> list[str] | None:
+    """The stages `auto` would run here, e.g. ["parametric", "wav2lip"] (None if resolving fails)."""
+    from ..engines import AUTO_ORDER, ENGINES
+    from ..engines.selection import auto_picks
+
+    try:
+        return auto_picks(ENGINES, AUTO_ORDER, settings)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("resolving auto failed: %s", exc)
+        return None
+
+
+def health(settings: Settings) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    out = {
+        "ok": True,
+        "device": device_report(),
+        "encoder": encoder_report(settings),
+        "model_root": str(settings.model_root),
+        "engines": engine_reports(settings),
+        "stages": stage_reports(settings),
+        "auto_chain": auto_chain(settings),
+    }
+    out["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    return out
