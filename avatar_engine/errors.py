@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Any, Literal
 
 ErrorCode = Literal[
     "invalid_input",
@@ -34,3 +35,21 @@ class AvatarError(Exception):
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"AvatarError({self.code!r}, {self.message!r})"
+
+
+def parse_error(error: Any) -> dict:
+    """The `{"code", "message"}` dict inside a job's error, for clients.
+
+    The worker sends `{"error": "<JSON string>"}` (serving.worker.error_result); a proxy may pass the dict
+    itself, and anything else (a platform's own error text) reads as `internal` with that text.
+    """
+    if isinstance(error, dict):
+        return error
+    if isinstance(error, (str, bytes, bytearray)):
+        try:
+            body = json.loads(error)
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and "code" in body:
+            return body
+    return {"code": "internal", "message": str(error)}

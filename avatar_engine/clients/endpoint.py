@@ -4,30 +4,30 @@
     result = client.render({"image_url": ..., "audio_url": ...})   # RenderResult, or raises JobFailed
     job = client.run({...}); final = client.wait(job.id, timeout_s=600)
 
-Built on the Runpod SDK's endpoint client: HTTP goes through `runpod.endpoint.runner.RunPodClient`
-(the session, bearer header, 401 handling and JSON decoding `runpod.Endpoint` itself uses) with the
-SDK's final-state helpers. What `runpod.Endpoint` / `Job` do not give, and this module adds:
+Plain HTTP (`requests`, one session per client, bearer key), no Runpod SDK and nothing of the server, so an
+orchestrator installs and imports it cheaply. What `runpod.Endpoint` / `Job` do not give, and this adds:
 
 - the SDK local server's routes (`python handler.py --rp_serve_api`): POST for /status and /stream, no
   endpoint id in the path, no /cancel, a /run job that executes *inside* the first /status call (so that
   call gets a read timeout as long as the render, is never retried, and a second one answers
   "Job ID not found"), /stream refused for non-generator handlers (we fall back to the final status);
   the shape is detected from the server's OpenAPI document or set with `AVATAR_SERVICE_API`;
-- retries with exponential backoff (and `Retry-After`) on 429, 5xx and connection errors, also for POST
-  and https (the SDK retries 408/429 on plain http GETs only); a POST that may have reached the
-  server (read timeout) is not retried, so a job is never submitted twice;
+- retries (tenacity) with exponential backoff (and `Retry-After`) on 429, 5xx and connection errors, also
+  for POST and https; a POST that may have reached the server (read timeout) is not retried, so a job is
+  never submitted twice;
 - `wait` with growing poll intervals and an overall deadline (the SDK polls every second, in whole seconds);
 - `run_sync` keeping the failure (`Endpoint.run_sync` returns only `output`, so a FAILED job reads `None`),
   and continuing to poll when the hosted /runsync answers before the job finished;
+- streaming deployments (`STREAM_OUTPUT=true`): their output is the list of streamed items, whose last item
+  is the result (or the error, with its code); `JobStatus.output` is that last item, `chunks` the rest;
 - typed results: `JobStatus`, `RenderResult` (the handler's result dict) and `JobFailed`, whose `code` is the
-  worker's (`avatar_engine.serving.worker.parse_error`), `timeout` for TIMED_OUT or a passed deadline;
+  worker's (`avatar_engine.errors.parse_error`), `timeout` for TIMED_OUT or a passed deadline;
 - the API key from `RUNPOD_API_KEY` per client (the SDK reads a process-wide `runpod.api_key`).
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import os
 import random
@@ -37,18 +37,20 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
 import requests
+import tenacity
 from pydantic import BaseModel, ConfigDict
 from requests.adapters import HTTPAdapter
-from runpod.endpoint.helpers import is_completed
-from runpod.endpoint.runner import RunPodClient
 
-from ..errors import AvatarError
-from ..serving.worker import parse_error
+from ..errors import AvatarError, parse_error
 
 log = logging.getLogger(__name__)
 
 ApiShape = Literal["auto", "hosted", "local"]
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: the hosted API root (the Runpod SDK's default, and its RUNPOD_ENDPOINT_BASE_URL override)
+HOSTED_API_BASE = "https://api.runpod.ai/v2"
+#: job states after which nothing changes (the Runpod API's final states)
+FINAL_STATES = frozenset({"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"})
 _LOCAL_NOT_FOUND = "Job ID not found"
 _LOCAL_NO_STREAM = "Stream not supported"
 
@@ -140,10 +142,11 @@ class JobStatus:
     delay_ms: int | None = None
     execution_ms: int | None = None
     raw: dict = field(default_factory=dict, repr=False)
+    chunks: list = field(default_factory=list, repr=False)  # a streaming job's items before its last one
 
     @property
     def done(self) -> bool:
-        return is_completed(self.status)
+        return self.status in FINAL_STATES
 
     @property
     def ok(self) -> bool:
@@ -175,11 +178,13 @@ class JobStatus:
             raise EndpointError(f"unexpected answer from the endpoint: {str(body)[:200]}")
         status = str(body["status"])
         error = parse_error(body["error"]) if body.get("error") else None
-        output = body.get("output")
+        output, chunks = body.get("output"), []
+        if isinstance(output, list):  # a streaming deployment: the streamed items, the result last
+            chunks, output = output[:-1], (output[-1] if output else None)
         if status == "COMPLETED" and isinstance(output, dict) and "error" in output:
-            error, status = parse_error(output["error"]), "FAILED"  # a handler error some proxies pass as output
+            error, status = parse_error(output["error"]), "FAILED"  # a handler error passed on as output
         return cls(id=str(body.get("id") or job_id or ""), status=status, output=output, error=error,
-                   delay_ms=body.get("delayTime"), execution_ms=body.get("executionTime"), raw=body)
+                   delay_ms=body.get("delayTime"), execution_ms=body.get("executionTime"), raw=body, chunks=chunks)
 
 
 @dataclass(frozen=True)
@@ -220,18 +225,18 @@ class AvatarClient:
         if c.base_url:
             root = c.base_url.rstrip("/")
         elif c.endpoint_id:
-            import runpod
-
-            root = f"{(c.endpoint_url_base or runpod.endpoint_url_base).rstrip('/')}/{c.endpoint_id}"
+            base = c.endpoint_url_base or os.environ.get("RUNPOD_ENDPOINT_BASE_URL") or HOSTED_API_BASE
+            root = f"{base.rstrip('/')}/{c.endpoint_id}"
         else:
             raise ValueError("no endpoint: set AVATAR_ENDPOINT_ID (with RUNPOD_API_KEY) or AVATAR_SERVICE_BASEURL")
         if c.endpoint_id and not c.base_url and not c.api_key:
             raise ValueError("the hosted Runpod API needs an API key: set RUNPOD_API_KEY")
-        # the local server ignores the header; RunPodClient insists on a key
-        self._http = RunPodClient(api_key=c.api_key or "unused")
-        self._http.endpoint_url_base = root
-        for scheme in ("http://", "https://"):  # our retry loop is the only one (the SDK's adds 429 on http)
-            self._http.rp_session.mount(scheme, HTTPAdapter(max_retries=0, pool_maxsize=32))
+        self._http = requests.Session()
+        self._http.headers["Content-Type"] = "application/json"
+        if c.api_key:  # the local server ignores it
+            self._http.headers["Authorization"] = f"Bearer {c.api_key}"
+        for scheme in ("http://", "https://"):  # the tenacity loop in `_request` is the only retry
+            self._http.mount(scheme, HTTPAdapter(max_retries=0, pool_maxsize=32))
         self.root = root
         self._shape: str | None = None if c.api_shape == "auto" else c.api_shape
         if self._shape is None and c.endpoint_id and not c.base_url:
@@ -263,35 +268,52 @@ class AvatarClient:
         """One call with retries on 429/5xx/connection errors; `retry_read`: also after a read timeout."""
         c = self.config
         read = timeout if timeout is not None else c.read_timeout_s
-        delay = c.backoff_initial_s
-        for attempt in range(1, c.max_attempts + 1):
-            wait_s = None
-            try:
-                return self._http._request(method, path, body, timeout=(c.connect_timeout_s, read))
-            except RuntimeError as exc:  # RunPodClient: 401
-                raise EndpointError(f"{exc} ({self.root})", http_status=401) from None
-            except requests.HTTPError as exc:
-                resp = exc.response
-                code = resp.status_code if resp is not None else None
-                if code == 404 and "/status/" in f"/{path}":
-                    raise JobNotFound(f"job not found: {path}", http_status=404) from None
-                if code not in RETRY_STATUSES or attempt == c.max_attempts:
-                    text = resp.text[:300] if resp is not None else ""
-                    raise EndpointError(f"{method} {path}: HTTP {code}: {text}", http_status=code) from None
-                wait_s = _retry_after(resp)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                maybe_sent = isinstance(exc, requests.ReadTimeout) or (
-                    isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.ConnectTimeout)
-                    and "RemoteDisconnected" in str(exc))
-                if (maybe_sent and not retry_read) or attempt == c.max_attempts:
-                    raise EndpointError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
-            except ValueError as exc:  # not JSON
-                raise EndpointError(f"{method} {path}: the answer is not JSON ({exc})") from None
-            pause = min(c.backoff_max_s, wait_s if wait_s is not None else delay * (1 + random.random() * 0.25))
-            log.info("retrying %s %s in %.1f s (attempt %d of %d)", method, path, pause, attempt + 1, c.max_attempts)
-            time.sleep(pause)
-            delay = min(c.backoff_max_s, delay * 2)
-        raise AssertionError("unreachable")
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(max(1, c.max_attempts)),
+            wait=self._backoff, retry=tenacity.retry_if_exception_type(_Transient), reraise=True,
+            before_sleep=lambda state: log.info("retrying %s %s (attempt %d of %d)", method, path,
+                                                state.attempt_number + 1, c.max_attempts))
+        try:
+            return retrying(self._call_once, method, path, body, (c.connect_timeout_s, read), retry_read)
+        except _Transient as exc:
+            raise exc.error from None
+
+    def _backoff(self, state: tenacity.RetryCallState) -> float:
+        """`Retry-After` when the server sent one, else exponential from `backoff_initial_s` with jitter."""
+        c = self.config
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, _Transient) and error.retry_after is not None:
+            return min(c.backoff_max_s, error.retry_after)
+        delay = min(c.backoff_max_s, c.backoff_initial_s * 2 ** (state.attempt_number - 1))
+        return min(c.backoff_max_s, delay * (1 + random.random() * 0.25))
+
+    def _call_once(self, method: str, path: str, body: dict | None, timeout: tuple[float, float],
+                   retry_read: bool) -> Any:
+        """One HTTP exchange; raises `_Transient` for what another attempt may fix, `EndpointError` else."""
+        try:
+            resp = self._http.request(method, f"{self.root}/{path}", json=body, timeout=timeout)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            maybe_sent = isinstance(exc, requests.ReadTimeout) or (
+                isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.ConnectTimeout)
+                and "RemoteDisconnected" in str(exc))
+            error = EndpointError(f"{method} {path}: {type(exc).__name__}: {exc}")
+            if maybe_sent and not retry_read:
+                raise error from None
+            raise _Transient(error) from None
+        code = resp.status_code
+        if code == 401:
+            raise EndpointError(f"401 Unauthorized: check RUNPOD_API_KEY ({self.root})", http_status=401)
+        if code == 404 and "/status/" in f"/{path}":
+            raise JobNotFound(f"job not found: {path}", http_status=404)
+        if code >= 400:
+            error = EndpointError(f"{method} {path}: HTTP {code}: {resp.text[:300]}", http_status=code)
+            if code in RETRY_STATUSES:
+                raise _Transient(error, _retry_after(resp))
+            raise error
+        try:
+            return resp.json()
+        except ValueError as exc:  # not JSON
+            raise EndpointError(f"{method} {path}: the answer is not JSON ({exc})") from None
 
     # -- API ---------------------------------------------------------------------------
 
@@ -371,8 +393,13 @@ class AvatarClient:
                 yield final.output
                 return
             for chunk in body.get("stream") or []:
+                item = chunk.get("output") if isinstance(chunk, dict) else chunk
+                if isinstance(item, dict) and "error" in item:  # the job's last item: its error, with its code
+                    error = parse_error(item["error"])
+                    raise JobFailed(error.get("code", "internal"), error.get("message", ""), job_id=job_id,
+                                    status="FAILED")
                 yielded = True
-                yield chunk.get("output") if isinstance(chunk, dict) else chunk
+                yield item
             state = JobStatus.parse(body, job_id)
             if state.done:
                 if state.status != "COMPLETED":
@@ -423,6 +450,14 @@ class AvatarClient:
         return final.result()
 
 
+class _Transient(Exception):
+    """A failure another attempt may fix; `error` is what the caller gets when the attempts run out."""
+
+    def __init__(self, error: EndpointError, retry_after: float | None = None):
+        super().__init__(error.message)
+        self.error, self.retry_after = error, retry_after
+
+
 def _retry_after(resp) -> float | None:
     value = resp.headers.get("Retry-After") if resp is not None else None
     try:
@@ -430,10 +465,3 @@ def _retry_after(resp) -> float | None:
     except ValueError:
         return None
 
-
-def dumps_status(status: JobStatus) -> str:
-    """A log-friendly one-liner (never the base64 video)."""
-    out = status.output
-    if isinstance(out, dict) and "video_b64" in out:
-        out = {**out, "video_b64": f"<{len(out['video_b64'])} chars>"}
-    return json.dumps({"id": status.id, "status": status.status, "error": status.error, "output": out})

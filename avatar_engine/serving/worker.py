@@ -11,10 +11,9 @@ import json
 import logging
 import os
 import sys
-from typing import Any
 
 from ..engines import ENGINES
-from ..errors import AvatarError
+from ..errors import AvatarError, parse_error  # noqa: F401 - parse_error: error_result's inverse, re-exported
 from ..face.landmarks import get_face_mesh
 from ..media.encode import pick_encoder
 from ..pipeline import render, suspect_process_state
@@ -31,19 +30,6 @@ log = logging.getLogger("avatar_engine")
 def error_result(exc: AvatarError) -> dict:
     """`{"error": "<JSON: code, message and, where a stage gave them, details>"}`."""
     return {"error": json.dumps(exc.to_dict())}
-
-
-def parse_error(error: Any) -> dict:
-    """Inverse of `error_result` for clients: the `{"code", "message"}` dict inside a job's error."""
-    if isinstance(error, dict):
-        return error
-    try:
-        body = json.loads(error)
-        if isinstance(body, dict) and "code" in body:
-            return body
-    except (TypeError, ValueError):
-        pass
-    return {"code": "internal", "message": str(error)}
 
 
 def _progress_reporter(job: dict):
@@ -94,18 +80,19 @@ def warm_up() -> None:
         log.warning("pocketsphinx unavailable; lip-sync will use the signal path", exc_info=True)
 
 
-def run_job(job: dict, *, settings: Settings | None = None, deadline=None, emit=None) -> dict:
-    """Handle one Runpod job dict (`{"id", "input"}`) and return its output or error.
+def run_job(job: dict, *, settings: Settings | None = None, deadline=None, emit=None, progress=None) -> dict:
+    """Handle one job dict (`{"id", "input"}`) and return its output or error: Runpod jobs and MCP renders.
 
     `deadline` (serving.deadline.Deadline) bounds the whole job and carries its cancel token (a cancel raises
-    serving.deadline.JobCancelled, not a result); `emit` streams live events (serving/handlers.py)."""
+    serving.deadline.JobCancelled, not a result); `emit` streams live events (serving/handlers.py);
+    `progress(stage, fraction)` replaces the Runpod progress updates (the MCP server's notifications)."""
     try:
         payload = job.get("input") if isinstance(job, dict) else None
         if isinstance(payload, dict) and "action" in payload:
             return run_action(payload, settings or get_settings())
         request = parse_request(payload)
-        return render(request, settings=settings, progress=_progress_reporter(job if isinstance(job, dict) else {}),
-                      deadline=deadline, emit=emit)
+        report = progress or _progress_reporter(job if isinstance(job, dict) else {})
+        return render(request, settings=settings, progress=report, deadline=deadline, emit=emit)
     except AvatarError as exc:
         log.info("job %s failed: %s: %s", job.get("id", "-") if isinstance(job, dict) else "-", exc.code, exc.message)
         return error_result(exc)
