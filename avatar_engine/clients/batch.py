@@ -16,17 +16,25 @@ the state was written starts over.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
+import itertools
 import json
 import logging
 import os
 import queue
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
+import requests
+from pydantic import BaseModel
+
+from ..errors import AvatarError
+from ..schema import ENGINE_OPTION_ALIASES, RenderRequest
 from .endpoint import AvatarClient, EndpointError, JobFailed, JobNotFound, JobStatus, RenderResult
 
 log = logging.getLogger(__name__)
@@ -34,9 +42,19 @@ log = logging.getLogger(__name__)
 STATE_VERSION = 1
 # worker failures that another attempt may not repeat; input problems are final
 RETRYABLE_CODES = frozenset({"internal", "timeout", "upload_failed"})
-_STRING_FIELDS = frozenset({"image_url", "image_b64", "avatar_id", "audio_url", "audio_b64", "engine", "driver",
-                            "quality_mode", "lipsync", "language", "transcript", "on_no_face", "preprocess",
-                            "output.delivery", "output.name", "row_id"})
+#: Python's default csv field limit: a longer cell makes its row fail (use JSONL for big inline base64)
+CSV_MAX_CELL_CHARS = 131072
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A manifest row that cannot become a request: it is recorded FAILED with `code`, never submitted."""
+
+    code: str
+    message: str
+
+
+Payload = dict | RowError
 
 
 @dataclass(frozen=True)
@@ -72,8 +90,35 @@ class BatchSummary:
 # -- manifest --------------------------------------------------------------------------------
 
 
+def _is_text(annotation: Any) -> bool:
+    """str, an optional str, or a Literal of strings: a CSV cell for it is never read as JSON."""
+    args = [a for a in get_args(annotation) if a is not type(None)] if get_origin(annotation) is not Literal else []
+    if get_origin(annotation) is Literal:
+        return all(isinstance(v, str) for v in get_args(annotation))
+    if args:
+        return all(_is_text(a) for a in args)
+    return annotation is str
+
+
+@functools.lru_cache(maxsize=1)
+def string_fields() -> frozenset[str]:
+    """CSV columns that hold text, read from the request schema (nested ones as `group.field`)."""
+    names = {"row_id", "driver"}
+    for name, info in RenderRequest.model_fields.items():
+        nested = info.annotation if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel) \
+            else None
+        if nested is None:
+            names.update([name] if _is_text(info.annotation) else [])
+            continue
+        for sub, sub_info in nested.model_fields.items():
+            if _is_text(sub_info.annotation):
+                names.add(f"{name}.{sub}")
+                names.update([sub] if ENGINE_OPTION_ALIASES.get(sub) == name else [])
+    return frozenset(names)
+
+
 def _cell(name: str, text: str) -> Any:
-    if name in _STRING_FIELDS:
+    if name in string_fields():
         return text
     try:
         return json.loads(text)  # numbers, true/false, [top, bottom, left, right]
@@ -81,46 +126,127 @@ def _cell(name: str, text: str) -> Any:
         return text
 
 
-def load_manifest(path: str | Path) -> list[tuple[str, dict]]:
-    """(row id, request input) per row. JSONL unless the file name ends in .csv."""
-    path = Path(path)
-    rows: list[tuple[str, dict]] = []
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            for n, record in enumerate(csv.DictReader(f), start=1):
-                payload: dict = {}
-                for key, text in record.items():
-                    if key is None or text is None or text.strip() == "":
-                        continue
-                    key, text = key.strip(), text.strip()
-                    value = _cell(key, text)
-                    head, _, tail = key.partition(".")
-                    if tail:
-                        payload.setdefault(head, {})[tail] = value
-                    else:
-                        payload[key] = value
-                rows.append((str(payload.pop("row_id", n)), payload))
-    else:
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, start=1):
-                if not line.strip() or line.lstrip().startswith("#"):
-                    continue
-                try:
-                    payload = json.loads(line)
-                except ValueError as exc:
-                    raise ValueError(f"{path}:{n}: not JSON ({exc})") from None
-                if not isinstance(payload, dict):
-                    raise ValueError(f"{path}:{n}: a row must be a JSON object")
-                payload = payload.get("input", payload) if set(payload) <= {"input", "row_id"} else payload
-                rows.append((str(payload.pop("row_id", n)), payload))
-    ids = [r for r, _ in rows]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{path}: duplicate row_id values")
+def _csv_payload(record: dict) -> dict:
+    payload: dict = {}
+    for key, text in record.items():
+        if key is None or text is None or text.strip() == "":
+            continue
+        key, text = key.strip(), text.strip()
+        value = _cell(key, text)
+        head, _, tail = key.partition(".")
+        if tail:
+            payload.setdefault(head, {})[tail] = value
+        else:
+            payload[key] = value
+    return payload
+
+
+def _csv_rows(path: Path) -> list[tuple[str, Payload]]:
+    """One row per record; a record the csv module refuses (a cell over the limit) is a row error."""
+    rows: list[tuple[str, Payload]] = []
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's "CSV UTF-8" starts with a BOM
+        reader = csv.reader(f)
+        header = next(reader, None) or []
+        for n in itertools.count(1):
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                rows.append((str(n), RowError("invalid_input", f"{path.name} row {n} (line {reader.line_num}): {exc}; "
+                                              f"a CSV cell holds at most {CSV_MAX_CELL_CHARS} characters, put large "
+                                              "base64 inputs in a JSONL manifest or send a URL")))
+                continue
+            payload = _csv_payload(dict(zip(header, cells)))
+            rows.append((str(payload.pop("row_id", n)), payload))
     return rows
 
 
-def _digest(payload: dict) -> str:
+def _jsonl_row(value: Any, n: int) -> tuple[str, Payload]:
+    """A request object, or `{"row_id": ..., "input": {...}}`; anything else is a row error."""
+    if not isinstance(value, dict):
+        return str(n), RowError("invalid_input", f"line {n}: a row must be a JSON object, not {type(value).__name__}")
+    if "input" in value and set(value) <= {"input", "row_id"}:
+        inner = value["input"]
+        if not isinstance(inner, dict):
+            return str(value.get("row_id", n)), RowError(
+                "invalid_input", f"line {n}: 'input' must be a JSON object, not {type(inner).__name__}")
+        payload = dict(inner)
+        inner_id = payload.pop("row_id", n)
+        return str(value.get("row_id", inner_id)), payload
+    payload = dict(value)
+    return str(payload.pop("row_id", n)), payload
+
+
+def _jsonl_rows(path: Path) -> list[tuple[str, Payload]]:
+    rows: list[tuple[str, Payload]] = []
+    with open(path, encoding="utf-8-sig") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError as exc:
+                rows.append((str(n), RowError("invalid_input", f"line {n}: not JSON ({exc})")))
+                continue
+            rows.append(_jsonl_row(value, n))
+    return rows
+
+
+def load_manifest(path: str | Path) -> list[tuple[str, Payload]]:
+    """(row id, request input or `RowError`) per row. JSONL unless the file name ends in .csv."""
+    path = Path(path)
+    rows = _csv_rows(path) if path.suffix.lower() == ".csv" else _jsonl_rows(path)
+    ids = [r for r, _ in rows]
+    if len(set(ids)) != len(ids):
+        duplicates = sorted({r for r in ids if ids.count(r) > 1})
+        raise ValueError(f"{path}: duplicate row_id values: {', '.join(duplicates[:5])}")
+    return rows
+
+
+def video_names(row_ids: list[str]) -> dict[str, str]:
+    """A distinct MP4 file name per row id, also on case-insensitive file systems: a plain id keeps its
+    name; an id with other characters (`a/b`, `a:b`, `a b`) or one that only differs in case from
+    another gets a hash of the id appended, so `a/b` never overwrites the video of `a_b`."""
+    def plain(row_id: str) -> str:
+        kept = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in row_id)
+        return kept.lstrip(".")[:80]
+
+    seen = Counter(plain(r).lower() for r in row_ids)
+    names = {}
+    for row_id in row_ids:
+        name = plain(row_id)
+        if not name or name != row_id or seen[name.lower()] > 1:
+            name = f"{name or 'row'}-{hashlib.sha256(row_id.encode()).hexdigest()[:12]}"
+        names[row_id] = f"{name}.mp4"
+    if len({n.lower() for n in names.values()}) != len(names):  # an id spelled like another's hashed name
+        names = {r: f"{hashlib.sha256(r.encode()).hexdigest()}.mp4" for r in row_ids}
+    return names
+
+
+def _digest(payload: Payload) -> str:
+    if isinstance(payload, RowError):
+        payload = {"row_error": payload.message}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def read_state(path: Path) -> dict[str, dict]:
+    """The rows of an earlier run's `state.json`; a file that is not one fails naming the file."""
+    if not path.exists():
+        return {}
+    hint = "fix or remove it to start the batch over"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a readable batch state ({exc}); {hint}") from None
+    rows = doc.get("rows", {}) if isinstance(doc, dict) else None
+    if not isinstance(rows, dict):
+        raise ValueError(f"{path}: a batch state is a JSON object with a 'rows' object; {hint}")
+    for row_id, row in rows.items():
+        if not isinstance(row, dict) or not isinstance(row.get("status", ""), str) \
+                or not isinstance(row.get("attempts", 0), int):
+            raise ValueError(f"{path}: row {row_id!r} is not a batch state row; {hint}")
+    return rows
 
 
 # -- state -----------------------------------------------------------------------------------
@@ -141,25 +267,27 @@ def _final(row: dict, retry_failed: bool) -> bool:
 
 
 class _Batch:
-    def __init__(self, rows: list[tuple[str, dict]], client: AvatarClient, out_dir: Path, options: BatchOptions):
+    def __init__(self, rows: list[tuple[str, Payload]], client: AvatarClient, out_dir: Path, options: BatchOptions):
         self.rows, self.client, self.out, self.opt = rows, client, out_dir, options
         self.state_path = out_dir / "state.json"
         self.results_path = out_dir / "results.jsonl"
         self.videos = out_dir / "videos"
+        self.video_names = video_names([r for r, _ in rows])
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.submitted = self.resumed = 0
         self.state = self._load_state()
 
     def _load_state(self) -> dict:
-        old = {}
-        if self.state_path.exists():
-            old = json.loads(self.state_path.read_text()).get("rows", {})
+        old = read_state(self.state_path)
         rows = {}
         for row_id, payload in self.rows:
             digest = _digest(payload)
             prior = old.get(row_id)
-            if prior and prior.get("digest") == digest:
+            if isinstance(payload, RowError):  # never submitted: failed from the manifest, every run
+                rows[row_id] = {"row": row_id, "digest": digest, "status": "FAILED", "job_id": None, "attempts": 0,
+                                "error_code": payload.code, "error_message": payload.message}
+            elif prior and prior.get("digest") == digest:
                 if prior.get("status") == "FAILED" and self.opt.retry_failed:
                     prior = {**prior, "status": "pending", "job_id": None, "attempts": 0}
                 rows[row_id] = prior
@@ -193,21 +321,25 @@ class _Batch:
     # -- one row -----------------------------------------------------------------------
 
     def _video(self, row_id: str, result: RenderResult) -> str | None:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in row_id)
         if result.video_b64 or (self.opt.download and result.video_url):
-            return str(result.save(self.videos / f"{safe}.mp4"))
+            return str(result.save(self.videos / self.video_names[row_id]))
         return result.video_url or result.video_path
 
     def _finish(self, row_id: str, status: JobStatus, started: float) -> None:
         done = {"finished_at": time.time(), "delay_ms": status.delay_ms, "execution_ms": status.execution_ms,
                 "wall_s": round(time.time() - started, 3)}
-        if status.ok:
-            result = status.result()
-            self.update(row_id, status="COMPLETED", video=self._video(row_id, result),
-                        timings_ms=result.timings_ms, error_code=None, error_message=None, **done)
-        else:
-            failure = status.failure()
-            self.update(row_id, status="FAILED", error_code=failure.code, error_message=failure.message, **done)
+        try:
+            result = status.result()  # JobFailed for anything but a completed render
+            video = self._video(row_id, result)
+        except AvatarError as exc:
+            self.update(row_id, status="FAILED", error_code=exc.code, error_message=exc.message, **done)
+            return
+        except (OSError, ValueError, requests.RequestException) as exc:  # the video could not be saved here
+            self.update(row_id, status="FAILED", error_code="internal",
+                        error_message=f"the video could not be saved ({type(exc).__name__}: {exc})", **done)
+            return
+        self.update(row_id, status="COMPLETED", video=video, timings_ms=result.timings_ms, error_code=None,
+                    error_message=None, **done)
 
     def process(self, row_id: str, payload: dict) -> None:
         try:
@@ -262,7 +394,8 @@ class _Batch:
         self.out.mkdir(parents=True, exist_ok=True)
         with self.lock:
             self.save()
-        todo = [(r, p) for r, p in self.rows if not _final(self.state["rows"][r], self.opt.retry_failed)]
+        todo = [(r, p) for r, p in self.rows
+                if not isinstance(p, RowError) and not _final(self.state["rows"][r], self.opt.retry_failed)]
         work: queue.Queue = queue.Queue()
         for item in todo:
             work.put(item)
