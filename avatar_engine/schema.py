@@ -104,17 +104,20 @@ class RenderRequest(BaseModel):
     audio_b64: str | None = None
     reference_video_url: str | None = Field(None, max_length=4096, description="FOMM driving video (http(s) URL)")
     reference_video_b64: str | None = Field(None, description="FOMM driving video, base64")
-    engine: EngineName = Field("auto", validation_alias=AliasChoices("engine", "driver"))
-    quality_mode: QualityMode = "auto"
-    fps: int = Field(25, ge=10, le=60)
+    engine: EngineName = Field("auto", validation_alias=AliasChoices("engine", "driver"),
+                               description="auto = the best engine that can run")
+    quality_mode: QualityMode = Field("auto", description="real_time or high_quality (high_quality also restores "
+                                                          "faces when GFPGAN is mounted); auto picks by the hardware")
+    fps: int = Field(25, ge=10, le=60, description="output frames per second")
     size: int = Field(512, ge=64, le=1024, description="output long side in pixels")
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="blinks and head motion are deterministic for a seed")
     on_no_face: Literal["error", "still"] = "error"
     still: bool = Field(False, description="no head motion")
     lipsync: Literal["auto", "phonemes", "signal"] = "auto"
     language: str = Field("en", pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$",
                           description="BCP-47 language of the speech; phoneme lip-sync is used for English")
-    transcript: str | None = Field(None, max_length=20000)
+    transcript: str | None = Field(None, max_length=20000,
+                                   description="what is said (better lip-sync for English)")
     text: str | None = Field(None, min_length=1, max_length=100_000,
                              description="words to speak instead of audio (plain text, SSML is not interpreted; "
                                          "MAX_TEXT_CHARS caps it)")
@@ -197,6 +200,11 @@ class RenderRequest(BaseModel):
         return hashlib.sha256(json.dumps(opts, sort_keys=True).encode()).hexdigest()
 
 
+def describe_problems(exc: ValidationError) -> list[str]:
+    """One line per failed rule, naming the field but never echoing the value (it may be base64 or a token)."""
+    return [_describe(e) for e in exc.errors(include_url=False)]
+
+
 def _describe(err: dict) -> str:
     loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
     msg = err.get("msg", "invalid")
@@ -216,5 +224,5 @@ def parse_request(payload, *, local: bool = False) -> RenderRequest:
     try:
         return RenderRequest.model_validate(payload, context={"local": local})
     except ValidationError as exc:
-        problems = [_describe(e) for e in exc.errors(include_url=False)]
+        problems = describe_problems(exc)
         raise AvatarError("invalid_input", "; ".join(problems), details={"fields": problems}) from None

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     job_timeout_s: float = Field(900.0, description="a render running longer is abandoned")
     job_concurrency: int = Field(1, ge=1, description="jobs one worker takes at once at most (capped by cores / GPU memory)")
     stream_output: bool = Field(False, description="register the streaming (generator) handler: live HLS / fMP4")
+    mcp_file_roots: str | None = Field(
+        None, description="folders the MCP server may read local image/audio paths from, separated by ':' "
+                          "(MCP_FILE_ROOTS); unset: its working directory (never '/'); empty: no local files")
     work_dir: Path | None = Field(None, description="parent of per-job temp dirs (default: system temp)")
     torch_threads: int = Field(0, description="0 = all cores")
     cpu_bf16: bool = Field(True, description="bfloat16 inference on CPUs with native bf16 (AMX/AVX512-BF16)")

@@ -80,3 +80,45 @@ def test_manifest_matches_the_server():
     committed = json.loads((REPO / "mcp-tool.json").read_text())
     assert committed == asyncio.run(mcp_server.manifest())
     assert committed["transport"]["args"] == ["-m", "avatar_engine", "mcp"]
+
+
+def test_a_client_that_disconnects_stops_the_render(tmp_path):
+    """Closing stdin mid-render (the host quit) stops the render at once and leaves no MP4 behind."""
+    import subprocess
+    import time
+    import wave
+
+    import numpy as np
+
+    t = np.arange(16000 * 60) / 16000  # a minute of "speech": the render would take many seconds
+    with wave.open(str(tmp_path / "long.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes((8000 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype("<i2").tobytes())
+    (tmp_path / "face.png").write_bytes((ASSETS / "astronaut_512.png").read_bytes())
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OUTPUT_DIR": str(tmp_path / "out"), "LOG_LEVEL": "WARNING",
+           "MODEL_ROOT": str(tmp_path / "models"), "MCP_FILE_ROOTS": str(tmp_path), "OMP_NUM_THREADS": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "avatar_engine", "mcp"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=tmp_path)
+
+    def send(message):
+        proc.stdin.write((json.dumps({"jsonrpc": "2.0", **message}) + "\n").encode())
+        proc.stdin.flush()
+
+    try:
+        send({"id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                                                          "clientInfo": {"name": "test", "version": "1"}}})
+        assert json.loads(proc.stdout.readline())["result"]["serverInfo"]["version"]
+        send({"method": "notifications/initialized"})
+        send({"id": 2, "method": "tools/call", "params": {"name": "render_avatar", "_meta": {"progressToken": 1},
+              "arguments": {"image": str(tmp_path / "face.png"), "audio": str(tmp_path / "long.wav"),
+                            "engine": "parametric", "size": 256}}})
+        while (line := json.loads(proc.stdout.readline())).get("params", {}).get("message") != "render":
+            assert "result" not in line, line  # the render must still be running
+        proc.stdin.close()  # the client goes away
+        t0 = time.monotonic()
+        proc.wait(timeout=60)
+        assert time.monotonic() - t0 < 8
+    finally:
+        proc.kill()
+        proc.wait()
+    assert list((tmp_path / "out").glob("*.mp4")) == []
