@@ -28,7 +28,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import requests
 from pydantic import BaseModel
@@ -91,12 +92,12 @@ class BatchSummary:
 
 
 def _is_text(annotation: Any) -> bool:
-    """str, an optional str, or a Literal of strings: a CSV cell for it is never read as JSON."""
-    args = [a for a in get_args(annotation) if a is not type(None)] if get_origin(annotation) is not Literal else []
-    if get_origin(annotation) is Literal:
+    """str, a Literal of strings, or an optional one of those: a CSV cell for it is never read as JSON."""
+    origin = get_origin(annotation)
+    if origin is Literal:
         return all(isinstance(v, str) for v in get_args(annotation))
-    if args:
-        return all(_is_text(a) for a in args)
+    if origin in (Union, UnionType):
+        return all(_is_text(a) for a in get_args(annotation) if a is not type(None))
     return annotation is str
 
 
@@ -334,9 +335,9 @@ class _Batch:
         except AvatarError as exc:
             self.update(row_id, status="FAILED", error_code=exc.code, error_message=exc.message, **done)
             return
-        except (OSError, ValueError, requests.RequestException) as exc:  # the video could not be saved here
+        except (OSError, ValueError, requests.RequestException) as exc:  # an odd result, or no disk here
             self.update(row_id, status="FAILED", error_code="internal",
-                        error_message=f"the video could not be saved ({type(exc).__name__}: {exc})", **done)
+                        error_message=f"the result could not be read or saved ({type(exc).__name__}: {exc})", **done)
             return
         self.update(row_id, status="COMPLETED", video=video, timings_ms=result.timings_ms, error_code=None,
                     error_message=None, **done)
