@@ -30,6 +30,7 @@ import re
 import stat
 import threading
 import uuid
+from collections.abc import Mapping
 from copy import copy
 from pathlib import Path
 from typing import Annotated, Any, Callable
@@ -103,7 +104,7 @@ class ArgumentGate:
     REST shape, naming the field, never echoing the value) instead of the SDK's raw validation text."""
 
     async def __call__(self, ctx, call_next):
-        params = ctx.params if isinstance(ctx.params, dict) else {}
+        params = ctx.params if isinstance(ctx.params, Mapping) else {}
         model = _ARGUMENTS.get(params.get("name")) if ctx.method == "tools/call" else None
         if model is not None:
             try:

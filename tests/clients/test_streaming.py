@@ -84,3 +84,19 @@ def test_batch_against_a_streaming_endpoint(streaming, tmp_path):
     summary = run_batch(manifest, client=_client(streaming), out_dir=tmp_path / "out2",
                         options=BatchOptions(progress=False, concurrency=1))
     assert (summary.failed, summary.pending, summary.errors) == (2, 0, {"no_face": 2})
+
+
+@pytest.mark.slow
+def test_real_streaming_server(tmp_path, quick_input):
+    """The SDK's local server running handler.py with STREAM_OUTPUT=true: a render and a failure."""
+    from tests.support.localapi import local_api_server
+
+    with local_api_server(tmp_path, STREAM_OUTPUT="true") as api:
+        client = AvatarClient(ClientConfig(base_url=api.base))
+        status = client.run_sync({**quick_input, "size": 128}, timeout_s=120)
+        assert status.ok and status.chunks and status.result().frames == 53
+        assert client.render({**quick_input, "size": 128}, timeout_s=120).frames == 53
+        bad = {**quick_input, "image_b64": "bm90IGFuIGltYWdl" * 8}
+        with pytest.raises(JobFailed) as caught:
+            client.render(bad, timeout_s=120)
+        assert caught.value.code == "unsupported_media"
