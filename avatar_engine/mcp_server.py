@@ -147,6 +147,17 @@ def read_local_file(text: str, kind: str, settings: Settings) -> bytes:
     if not any(path.is_relative_to(root) for root in file_roots(settings)):
         raise AvatarError("invalid_input", f"{kind}: local files are read only under MCP_FILE_ROOTS "
                                            "(default: the server's working directory)")
+    try:
+        data = _read_regular(path, kind, cap)
+    except OSError as exc:  # permissions, a file gone meanwhile: the reason, never the path
+        raise AvatarError("invalid_input", f"{kind}: the file cannot be read ({exc.strerror})") from None
+    if len(data) > cap:
+        raise AvatarError("input_too_large", f"{kind}: the file is larger than {cap} bytes")
+    return data
+
+
+def _read_regular(path: Path, kind: str, cap: int) -> bytes:
+    """At most `cap` + 1 bytes of a regular file, its type and size taken from stat before it is opened."""
     info = path.stat()
     if not stat.S_ISREG(info.st_mode):
         raise AvatarError("invalid_input", f"{kind}: not a regular file")
@@ -156,10 +167,7 @@ def read_local_file(text: str, kind: str, settings: Settings) -> bytes:
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # swapped since the stat
             raise AvatarError("invalid_input", f"{kind}: not a regular file")
-        data = f.read(cap + 1)
-    if len(data) > cap:
-        raise AvatarError("input_too_large", f"{kind}: the file is larger than {cap} bytes")
-    return data
+        return f.read(cap + 1)
 
 
 def _source(value: str, kind: str, settings: Settings) -> dict:
@@ -341,6 +349,9 @@ async def render_avatar(ctx: Context, **arguments) -> CallToolResult:
         return _video_result(await _run_cancellable(work, settings), args.return_base64)
     except AvatarError as exc:
         return _error(exc)
+    except Exception as exc:  # noqa: BLE001 - outside run_job (a store, the client): the same boundary rule
+        log.exception("render_avatar failed")
+        return _error(AvatarError("internal", f"internal error ({type(exc).__name__}); the video was not rendered"))
 
 
 render_avatar.__signature__ = inspect.Signature(  # the SDK reads the tool's schema from the signature

@@ -214,3 +214,12 @@ def test_cancel_stops_the_render_and_leaves_no_mp4(settings, monkeypatch):
     monkeypatch.setattr(worker, "render", finished)
     _session(go)
     assert list(Path(settings.output_dir).glob("*.mp4")) == []
+
+
+def test_a_failure_outside_the_render_is_still_a_code(settings, fake_render, monkeypatch):
+    def broken(result, settings):
+        raise RuntimeError("/secret/path")
+
+    monkeypatch.setattr(mcp_server, "_keep_video", broken)
+    body = _code(_session(lambda c: c.call_tool("render_avatar", {"avatar_id": "alice", "text": "hi"})))
+    assert body["code"] == "internal" and "RuntimeError" in body["message"] and "/secret" not in body["message"]
