@@ -1,4 +1,4 @@
-"""`python -m avatar_engine`: render local files, list engines, batch-submit to the endpoint, serve MCP.
+"""`python -m avatar_engine`: render local files, list engines, batch-submit to the endpoint, evaluate, serve MCP.
 
 Local paths are allowed here (and in the MCP server on the caller's machine) only."""
 
@@ -85,6 +85,27 @@ def _batch(args) -> int:
     return 0 if summary.failed == 0 and summary.pending == 0 else 1
 
 
+def _evaluate(args) -> int:
+    from .evaluate import EvaluateOptions, evaluate
+
+    engines = [name for item in args.engines for name in item.split(",") if name]
+    options = EvaluateOptions(out_dir=Path(args.out), target=args.target, suite=args.suite, quick=args.quick,
+                              engines=engines, baseline=args.baseline, timeout_s=args.timeout)
+    try:
+        evaluation = evaluate(options)
+    except AvatarError as exc:
+        print(f"error [{exc.code}]: {exc.message}", file=sys.stderr)
+        return 2
+    print(json.dumps(evaluation.report["summary"], indent=2))
+    print(f"wrote {Path(args.out) / 'report.json'} and {Path(args.out) / 'report.html'}", file=sys.stderr)
+    for regression in evaluation.regressions:
+        print(f"REGRESSION {regression.message}", file=sys.stderr)
+    for run in evaluation.report["runs"]:
+        if run["status"] == "failed":
+            print(f"FAILED {run['id']}: [{run['error']['code']}] {run['error']['message']}", file=sys.stderr)
+    return evaluation.exit_code
+
+
 def _mcp(_args) -> int:
     from .mcp_server import main as serve
 
@@ -127,6 +148,17 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--retry-failed", action="store_true", help="submit rows that failed before again")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=_batch)
+    v = sub.add_parser("evaluate", help="run the scenario suite against a target: report.json + report.html")
+    v.add_argument("--out", required=True, help="folder for report.json, report.html and videos/")
+    v.add_argument("--target", default="local", help="local (in process), api:URL (the local API server) or "
+                                                     "endpoint:ID (a deployed endpoint, needs RUNPOD_API_KEY)")
+    v.add_argument("--suite", help="suite file (JSON/YAML, docs/EVALUATE.md); default: the shipped suite")
+    v.add_argument("--quick", action="store_true", help="the quick subset (a few minutes on a CPU)")
+    v.add_argument("--engines", nargs="+", default=["auto"], help="engines to request, each scenario runs with "
+                                                                  "each (default auto)")
+    v.add_argument("--baseline", help="an earlier report.json: exit 1 naming each regression beyond the tolerances")
+    v.add_argument("--timeout", type=float, default=900.0, help="seconds per job on a remote target")
+    v.set_defaults(func=_evaluate)
     m = sub.add_parser("mcp", help="serve the render_avatar MCP tool over stdio")
     m.set_defaults(func=_mcp)
     args = parser.parse_args(argv)
