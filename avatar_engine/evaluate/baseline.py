@@ -12,7 +12,7 @@ from .checks import CHECK_NAMES
 #: slower: more than this share above the baseline's time ...
 SLOWER_MARGIN = 0.25
 #: ... and more than this many seconds (timer noise on sub-second clips)
-SLOWER_SLACK_S = 0.2
+SLOWER_SLACK_S = 0.05
 #: the sync offset may grow by at most one frame
 OFFSET_FRAMES = 1
 #: the sync confidence (peak correlation) may drop by at most this much

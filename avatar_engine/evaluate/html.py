@@ -124,7 +124,8 @@ def _run_section(run: dict, out_dir: Path) -> str:
         parts.append(f'<img alt="frames of {html.escape(run["id"])}" src="{strip}">')
     except (OSError, ValueError, av.FFmpegError) as exc:  # a missing or broken MP4 shows as text, not a crash
         parts.append(f"<p class=bad>no frames: {html.escape(str(exc))}</p>")
-    parts.append(f'<img alt="plot of {html.escape(run["id"])}" src="{_data_uri(plots.scenario_plot(run), "image/png")}">')
+    plot = _data_uri(plots.scenario_plot(run), "image/png")
+    parts.append(f'<img alt="plot of {html.escape(run["id"])}" src="{plot}">')
     return "".join(parts) + "</div>"
 
 
