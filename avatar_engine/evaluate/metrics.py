@@ -14,7 +14,7 @@ import numpy as np
 
 from ..audio.io import decode_audio
 from ..face import regions as R
-from ..quality import sync_offset, track_face
+from ..media.sync_check import sync_offset, track_face
 from ..speech.features import frame_features
 
 #: a frame is silent when its audio is quieter than this (dBFS) ...
@@ -65,7 +65,7 @@ def head_motion(points: np.ndarray, fps: float) -> dict:
 def rest_opening(portrait: bytes) -> float | None:
     """The portrait's own inner-lip gap (share of face height), tracked as a video frame would be."""
     from ..face.landmarks import FaceTracker
-    from ..image_io import decode_image
+    from ..media.image import decode_image
 
     rgb = decode_image(portrait, max_pixels=40_000_000)
     tracker = FaceTracker()

@@ -51,7 +51,7 @@ class LocalTarget:
     kind = "local"
 
     def __init__(self):
-        from ..worker import run_job, warm_up
+        from ..serving.worker import run_job, warm_up
 
         self._run_job = run_job
         started = time.perf_counter()
@@ -77,7 +77,7 @@ class LocalTarget:
         wall = time.perf_counter() - started
         first_s = first[0] - started if first else None
         if "error" in result:
-            from ..worker import parse_error
+            from ..serving.worker import parse_error
 
             return Outcome(None, parse_error(result["error"]), None, wall, first_s)
         return Outcome(result, None, Path(result["video_path"]), wall, first_s)
@@ -87,7 +87,7 @@ class RemoteTarget:
     """The local API server (`api:URL`) or a deployed endpoint (`endpoint:ID`) through `AvatarClient`."""
 
     def __init__(self, kind: str, where: str, *, timeout_s: float = 900.0):
-        from ..client import AvatarClient
+        from ..clients.endpoint import AvatarClient
 
         self.kind, self.where, self.timeout_s = kind, where, timeout_s
         if kind == "api":
@@ -112,7 +112,7 @@ class RemoteTarget:
         return output, first
 
     def run(self, payload: dict, video_path: Path, *, stream: bool) -> Outcome:
-        from ..client import RenderResult
+        from ..clients.endpoint import RenderResult
 
         started, first = time.perf_counter(), None
         try:
@@ -128,7 +128,7 @@ class RemoteTarget:
             if not isinstance(output, dict):
                 raise AvatarError("internal", "the job ended without a render result")
             if "error" in output:
-                from ..worker import parse_error
+                from ..serving.worker import parse_error
 
                 error = parse_error(output["error"])
                 return Outcome(None, error, None, time.perf_counter() - started, first)

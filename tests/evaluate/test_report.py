@@ -66,7 +66,7 @@ def test_report_html_is_self_contained_with_frames_and_plots(tiny_run):
 
 
 def test_the_worker_never_imports_the_evaluator_or_matplotlib():
-    code = ("import sys, avatar_engine.worker, avatar_engine.pipeline, avatar_engine.cli; "
+    code = ("import sys, avatar_engine.serving.worker, avatar_engine.pipeline, avatar_engine.cli; "
             "bad = [m for m in sys.modules if m.startswith(('matplotlib', 'avatar_engine.evaluate'))]; "
             "print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
