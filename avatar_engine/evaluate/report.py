@@ -35,13 +35,24 @@ def cpu_model() -> str:
 
 
 def _gpus() -> list[dict]:
-    """CUDA devices, asked of torch only when a neural engine already imported it (no import cost here)."""
+    """CUDA devices: from torch when a neural engine already imported it, else from `nvidia-smi` (no torch
+    import just to look), else none."""
     torch = sys.modules.get("torch")
-    if torch is None or not torch.cuda.is_available():
+    if torch is not None and torch.cuda.is_available():
+        return [{"name": torch.cuda.get_device_name(i),
+                 "memory_gb": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1)}
+                for i in range(torch.cuda.device_count())]
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
         return []
-    return [{"name": torch.cuda.get_device_name(i),
-             "memory_gb": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1)}
-            for i in range(torch.cuda.device_count())]
+    gpus = []
+    for line in out.stdout.splitlines() if out.returncode == 0 else []:
+        name, _, mib = line.rpartition(",")
+        if name.strip():
+            gpus.append({"name": name.strip(), "memory_gb": round(float(mib) / 1024, 1) if mib.strip() else None})
+    return gpus
 
 
 def _memory_gb() -> float | None:

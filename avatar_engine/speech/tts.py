@@ -44,6 +44,24 @@ def _espeak_voice_index() -> dict[str, str]:
     return index
 
 
+@lru_cache(maxsize=1)
+def _espeak_voice_files() -> dict[str, str]:
+    """Lower-case language code -> the voice file that speaks it. eSpeak loads a voice by its file name, not
+    by every language it lists: `fr-fr`, `en-gb`, `pt-pt`, `es-mx`, `zh` are languages of the files `fr`,
+    `en`, `pt`, `es-419`, `cmn` and fail by name."""
+    files: dict[str, str] = {}
+    for v in engine().voices():
+        for lang in v.languages:
+            files.setdefault(lang.lower(), v.identifier.rsplit("/", 1)[-1])
+    return files
+
+
+def _loadable(name: str) -> str:
+    """The eSpeak voice `name` (a language code, a voice name, with an optional `+variant`) as eSpeak loads it."""
+    base, sep, variant = name.partition("+")
+    return _espeak_voice_files().get(base.lower(), base) + sep + variant
+
+
 def espeak_voices() -> list[dict]:
     """What `list_voices` reports: every eSpeak voice with its languages."""
     return [{"voice": f"espeak:{v.languages[0] if v.languages else v.identifier}", "name": v.name,
@@ -197,7 +215,7 @@ def speak(text: str, *, voice: str | None, language: str, settings: Settings) ->
             raise AvatarError("engine_unavailable", f"piper voice {name!r} has an unsupported sample rate {rate}")
         return _clip(samples, rate, None, settings)
     try:
-        synth = engine().synthesize(text, name)
+        synth = engine().synthesize(text, _loadable(name))
     except EspeakUnavailable as exc:
         raise AvatarError("engine_unavailable", f"the embedded eSpeak voice is unavailable: {exc}") from None
     except ValueError as exc:

@@ -155,7 +155,8 @@ def test_requirements_pin_torch_and_match_pyproject():
 
 
 # pyproject dependencies the worker never imports (local tools), so the images leave them out.
-NOT_IN_IMAGE = {"mcp"}  # avatar_engine/mcp_server.py: an MCP server for desktop clients, not the worker
+NOT_IN_IMAGE = {"mcp",  # avatar_engine/mcp_server.py: an MCP server for desktop clients, not the worker
+                "matplotlib", "pyyaml", "yaml"}  # avatar_engine/evaluate/: report plots, YAML suites (module yaml)
 
 
 def test_worker_imports_nothing_the_image_leaves_out():
