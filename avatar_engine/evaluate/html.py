@@ -18,7 +18,7 @@ body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd}
 h3{font-size:15px;margin:18px 0 6px}.meta{color:#555;font-size:12px}
 table{border-collapse:collapse;font-size:12px;width:100%}th,td{border:1px solid #ddd;padding:3px 6px;text-align:right}
-th{background:#f4f4f4}td.l,th.l{text-align:left}.ok{color:#2e7d32}.bad{color:#c62828;font-weight:600}
+th{background:#f4f4f4}td.l,th.l{text-align:left}td:first-child{white-space:nowrap}.ok{color:#2e7d32}.bad{color:#c62828;font-weight:600}
 .exp{color:#6d4c41}.cards{display:flex;gap:12px;flex-wrap:wrap;margin:12px 0}
 .card{border:1px solid #ddd;border-radius:6px;padding:8px 12px;min-width:120px}.card b{font-size:18px;display:block}
 .regress{border:2px solid #c62828;background:#ffebee;padding:8px 12px;border-radius:6px}

@@ -17,8 +17,11 @@ from ..face import regions as R
 from ..media.sync_check import sync_offset, track_face
 from ..speech.features import frame_features
 
-#: a frame is silent when its audio is quieter than this (dBFS) ...
+#: a frame is silent when its audio is quieter than this (dBFS), or, over background noise, within
+#: `NOISE_PAUSE_DB` of the clip's noise floor (its 5th-percentile level) when speech rises `NOISE_SPEECH_DB` above it
 SILENT_DB = -45.0
+NOISE_PAUSE_DB = 3.0
+NOISE_SPEECH_DB = 10.0
 #: ... and its mouth is closed when the inner-lip gap is at most this share of the face height wider than
 #: at rest (`silence_figures`)
 MOUTH_CLOSED_MARGIN = 0.015
@@ -74,13 +77,23 @@ def rest_opening(portrait: bytes) -> float | None:
     return R.mouth_opening(tracker.update(rgb))
 
 
+def silence_threshold(level_db: np.ndarray) -> float:
+    """dBFS under which a frame counts as a pause: digital silence, or the background noise between words."""
+    if level_db.size == 0:
+        return SILENT_DB
+    floor, speech = np.percentile(level_db, [5, 95])
+    if floor > SILENT_DB and speech - floor >= NOISE_SPEECH_DB:
+        return float(floor + NOISE_PAUSE_DB)
+    return SILENT_DB
+
+
 def silence_figures(mouth_open: np.ndarray, level_db: np.ndarray, portrait_rest: float | None) -> dict:
     """How many frames are silent, and which share of them shows a closed mouth (None without silence).
 
     The rest pose is the tighter of the portrait's own gap and the clip's 5th-percentile gap: engines close a
     smiling portrait's lips at rest, and a portrait with closed lips exposes a mouth held open in silence."""
     n = min(len(mouth_open), len(level_db))
-    silent = (level_db[:n] < SILENT_DB) & np.isfinite(mouth_open[:n])
+    silent = (level_db[:n] < silence_threshold(level_db[:n])) & np.isfinite(mouth_open[:n])
     candidates = [portrait_rest] if portrait_rest is not None else []
     if np.isfinite(mouth_open).any():
         candidates.append(float(np.nanpercentile(mouth_open, 5)))
