@@ -120,7 +120,7 @@ def _run_section(run: dict, out_dir: Path) -> str:
                  f"{_fmt(sync.get('confidence'))} · {html.escape(run.get('metrics_error', ''))}</div>")
     video = out_dir / run["video"]
     try:
-        strip = _data_uri(plots.frame_strip(video), "image/jpeg")
+        strip = _data_uri(plots.frame_strip(video, mouth_box=run.get("mouth_box")), "image/jpeg")
         parts.append(f'<img alt="frames of {html.escape(run["id"])}" src="{strip}">')
     except (OSError, ValueError, av.FFmpegError) as exc:  # a missing or broken MP4 shows as text, not a crash
         parts.append(f"<p class=bad>no frames: {html.escape(str(exc))}</p>")

@@ -103,6 +103,19 @@ def silence_figures(mouth_open: np.ndarray, level_db: np.ndarray, portrait_rest:
             "mouth_closed_fraction": round(float(closed.mean()), 3) if silent.any() else None}
 
 
+def mouth_box(points: np.ndarray) -> list[int] | None:
+    """A square around the lips in pixels, [x0, y0, x1, y1]: the clip's median lip centre, 1.8x the median
+    mouth width (the HTML shows mouth close-ups from it)."""
+    lips = R.LIPS_OUTER_UPPER + R.LIPS_OUTER_LOWER
+    pts = points[np.isfinite(points[:, 0, 0])][:, lips, :2]
+    if len(pts) == 0:
+        return None
+    centre = np.median(pts.mean(axis=1), axis=0)
+    half = 0.9 * float(np.median(pts[:, :, 0].max(axis=1) - pts[:, :, 0].min(axis=1)))
+    return [int(round(centre[0] - half)), int(round(centre[1] - half)), int(round(centre[0] + half)),
+            int(round(centre[1] + half))]
+
+
 def face_metrics(video: Path, portrait: bytes) -> FaceMetrics:
     """Sync offset and confidence, silent-mouth closure, blinks per minute, head motion, face coverage."""
     track = track_face(video, eyes=True)
@@ -118,5 +131,6 @@ def face_metrics(video: Path, portrait: bytes) -> FaceMetrics:
         "blinks_per_min": round(blinks / minutes, 2) if minutes > 0 else None,
         "head": head_motion(track.points, track.fps),
         "face_found_fraction": round(float(np.isfinite(track.mouth_open).mean()), 3) if n else 0.0,
+        "mouth_box": mouth_box(track.points),
     }
     return FaceMetrics(figures, track.mouth_open, features.loudness, track.fps)

@@ -14,22 +14,34 @@ STAGES = ("fetch", "decode", "prepare", "render", "encode", "qa", "deliver")
 STAGE_COLORS = ("#9e9e9e", "#8d6e63", "#ffb74d", "#4fc3f7", "#1e88e5", "#ab47bc", "#66bb6a")
 
 
-def frame_strip(video: Path, *, count: int = 8, height: int = 136) -> bytes:
-    """`count` frames spread over the clip, side by side, as one JPEG."""
+def _picked_frames(video: Path, count: int) -> list[Image.Image]:
+    """`count` frames spread evenly over the clip (decoded one by one: only the kept ones stay in memory)."""
     with av.open(str(video)) as container:
         stream = container.streams.video[0]
         total = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
     wanted = set(np.linspace(0, max(0, total - 1), count).round().astype(int).tolist())
-    with av.open(str(video)) as container:  # decoded one by one: only the kept frames stay in memory
+    with av.open(str(video)) as container:
         frames = [f.to_image() for i, f in enumerate(container.decode(video=0)) if i in wanted]
     if not frames:
         raise ValueError(f"{video.name} has no video frames")
-    thumbs = [f.resize((max(1, round(f.width * height / f.height)), height), Image.LANCZOS) for f in frames]
-    strip = Image.new("RGB", (sum(t.width for t in thumbs) + 4 * (len(thumbs) - 1), height), "white")
-    x = 0
-    for thumb in thumbs:
-        strip.paste(thumb, (x, 0))
-        x += thumb.width + 4
+    return frames
+
+
+def frame_strip(video: Path, *, count: int = 8, height: int = 136, mouth_box: list[int] | None = None) -> bytes:
+    """`count` frames spread over the clip side by side, with a row of mouth close-ups under them when
+    `mouth_box` ([x0, y0, x1, y1] in pixels) is given; one JPEG."""
+    frames = _picked_frames(video, count)
+    rows = [[f.resize((max(1, round(f.width * height / f.height)), height), Image.LANCZOS) for f in frames]]
+    if mouth_box:
+        rows.append([f.crop(tuple(mouth_box)).resize((rows[0][i].width, height), Image.LANCZOS)
+                     for i, f in enumerate(frames)])
+    width = sum(t.width for t in rows[0]) + 4 * (len(frames) - 1)
+    strip = Image.new("RGB", (width, len(rows) * height + 4 * (len(rows) - 1)), "white")
+    for r, row in enumerate(rows):
+        x = 0
+        for thumb in row:
+            strip.paste(thumb, (x, r * (height + 4)))
+            x += thumb.width + 4
     buf = io.BytesIO()
     strip.save(buf, "JPEG", quality=82)
     return buf.getvalue()

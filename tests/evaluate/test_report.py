@@ -31,6 +31,8 @@ def test_rendered_runs_carry_every_metric(tiny_run):
     assert hello["latency_s"] > 0 and hello["x_real_time"] > 0 and hello["audio_s"] > 0.5
     assert -40 <= hello["sync"]["offset_ms"] <= 40 and hello["sync"]["confidence"] > 0.5
     assert hello["blinks_per_min"] is not None and hello["head"]["sway_rms_pct"] is not None
+    x0, y0, x1, y1 = hello["mouth_box"]
+    assert 0 <= x0 < x1 <= 160 and 0 <= y0 < y1 <= 160
     assert hello["output"] | {"plays": True, "duration_ok": True, "h264_aac": True, "faststart": True} \
         == hello["output"]
     assert len(hello["series"]["mouth_open"]) == hello["output"]["frames"]

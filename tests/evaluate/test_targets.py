@@ -61,16 +61,19 @@ def test_unknown_target_is_refused():
 
 @pytest.mark.slow
 def test_local_api_server_target(tmp_path):
+    """The SDK's server with the streaming handler: /run answers the aggregated events, /stream the chunks."""
     suite = tmp_path / "suite.json"
     suite.write_text(json.dumps({"include_default": False, "scenarios": [
         {"id": "hello", "text": "Hello there.", "language": "en", "request": {"size": 160}},
         {"id": "live", "audio": {"silence_s": 1.0}, "language": "", "stream": True, "request": {"size": 160}}]}))
-    with local_api_server(tmp_path) as api:
+    with local_api_server(tmp_path, STREAM_OUTPUT="true") as api:
         code = main(["evaluate", "--out", str(tmp_path / "out"), "--suite", str(suite), "--target", f"api:{api.base}"])
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert code == 0, report["runs"]
     assert report["target"]["kind"] == "api" and report["target"]["api_shape"] == "local"
     assert all(run["output"]["plays"] and run["chain"] == ["parametric"] for run in report["runs"])
+    live = report["runs"][1]
+    assert 0 < live["first_segment_s"] <= live["latency_s"] and live["worker_first_segment_s"] is not None
 
 
 @pytest.mark.slow
