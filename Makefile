@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench contact-sheet clean image-check
+.PHONY: demo test bench evaluate contact-sheet clean image-check
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py
+
+# The quick scenario suite in process -> out/evaluate/report.json + report.html (docs/EVALUATE.md)
+evaluate: $(STAMP)
+	$(PY) -m avatar_engine evaluate --out out/evaluate --quick
 
 contact-sheet: $(STAMP)
 	$(PY) scripts/contact_sheet.py

@@ -118,7 +118,7 @@ def evaluate(options: EvaluateOptions) -> Evaluation:
     """Run the suite, write DIR/report.json and DIR/report.html, compare with the baseline."""
     scenarios = select_suite(options.suite, quick=options.quick)
     baseline = load_report(options.baseline) if options.baseline else None  # a bad baseline fails before the run
-    out_dir = Path(options.out_dir)
+    out_dir = Path(options.out_dir).resolve()  # videos are recorded relative to it
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
     started = time.time()
     target = make_target(options.target, timeout_s=options.timeout_s)
