@@ -92,7 +92,10 @@ def run_scenario(target: Target, scenario: Scenario, engine: str, out_dir: Path)
         expected = scenario.expect_error and outcome.error.get("code") == scenario.expect_error
         record["status"] = "expected_error" if expected else "failed"
         return record
-    _measured(record, outcome, prepared.audio_s, Path(scenario.portrait).read_bytes(), out_dir)
+    try:
+        _measured(record, outcome, prepared.audio_s, Path(scenario.portrait).read_bytes(), out_dir)
+    except Exception as exc:  # noqa: BLE001 - a measurement fault must not end the suite
+        record["metrics_error"] = f"{type(exc).__name__}: {exc}"
     if scenario.expect_error:
         record.update(status="failed", error={"code": "unexpected_success",
                                               "message": f"expected {scenario.expect_error}, the job rendered"})
