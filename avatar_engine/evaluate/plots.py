@@ -12,6 +12,7 @@ from PIL import Image
 
 STAGES = ("fetch", "decode", "prepare", "render", "encode", "qa", "deliver")
 STAGE_COLORS = ("#9e9e9e", "#8d6e63", "#ffb74d", "#4fc3f7", "#1e88e5", "#ab47bc", "#66bb6a")
+STRIP_FRAMES = 8
 
 
 def _picked_frames(video: Path, count: int) -> list[Image.Image]:
@@ -27,7 +28,8 @@ def _picked_frames(video: Path, count: int) -> list[Image.Image]:
     return frames
 
 
-def frame_strip(video: Path, *, count: int = 8, height: int = 136, mouth_box: list[int] | None = None) -> bytes:
+def frame_strip(video: Path, *, count: int = STRIP_FRAMES, height: int = 136,
+                mouth_box: list[int] | None = None) -> bytes:
     """`count` frames spread over the clip side by side, with a row of mouth close-ups under them when
     `mouth_box` ([x0, y0, x1, y1] in pixels) is given; one JPEG."""
     frames = _picked_frames(video, count)
@@ -116,7 +118,9 @@ def scenario_plot(run: dict) -> bytes:
     mouth_ax.set_ylim(0, max(0.05, top * 1.1))
     ax.legend(handles=ax.get_legend_handles_labels()[0] + mouth_ax.get_legend_handles_labels()[0],
               fontsize=7, loc="upper right", frameon=False)
-    ax.set_title("mouth opening vs speech loudness", fontsize=9)
+    for at in np.linspace(0, max(0, len(mouth) - 1), STRIP_FRAMES).round() / float(series.get("fps") or 25):
+        ax.axvline(at, color="#9e9e9e", lw=0.6, ls=":")  # where the strip's frames were taken
+    ax.set_title("mouth opening vs speech loudness (dotted: the frames above)", fontsize=9)
     _run_bars(bars, run)
     bars.set_title("latency", fontsize=9)
     return _png(fig)
