@@ -90,10 +90,10 @@ class RemoteTarget:
         from ..clients.endpoint import AvatarClient
 
         self.kind, self.where, self.timeout_s = kind, where, timeout_s
-        if kind == "api":
-            self.client = AvatarClient(base_url=where)
-        else:
-            self.client = AvatarClient(endpoint_id=where)
+        try:
+            self.client = AvatarClient(base_url=where) if kind == "api" else AvatarClient(endpoint_id=where)
+        except ValueError as exc:  # no API key for the hosted API
+            raise AvatarError("invalid_input", f"--target {kind}:{where}: {exc}") from None
 
     def describe(self) -> dict:
         try:

@@ -7,7 +7,6 @@ import base64
 import json
 
 import pytest
-import runpod
 
 from avatar_engine.cli import main
 from avatar_engine.errors import AvatarError
@@ -30,7 +29,7 @@ def hosted(monkeypatch, tiny_run):
                    "chain": ["parametric"], "duration_s": 1.0, "fps": 25, "width": 160, "height": 160,
                    "timings_ms": {"render": 5.0, "encode": 50.0, "total": 80.0}}
     fake.states = ["IN_PROGRESS", "COMPLETED"]
-    monkeypatch.setattr(runpod, "endpoint_url_base", fake.base)
+    monkeypatch.setenv("RUNPOD_ENDPOINT_BASE_URL", fake.base)
     monkeypatch.setenv("RUNPOD_API_KEY", fake.api_key)
     yield fake
     fake.close()
@@ -54,9 +53,13 @@ def test_endpoint_failure_keeps_the_workers_code(hosted, tmp_path):
     assert record["status"] == "failed" and record["error"]["code"] == "no_face"
 
 
-def test_unknown_target_is_refused():
+def test_unknown_target_or_missing_key_is_refused(monkeypatch):
     with pytest.raises(AvatarError, match="local, api:URL or endpoint:ID"):
         make_target("gpu:fast")
+    monkeypatch.delenv("RUNPOD_API_KEY", raising=False)
+    with pytest.raises(AvatarError, match="RUNPOD_API_KEY") as err:
+        make_target("endpoint:ep123")
+    assert err.value.code == "invalid_input"
 
 
 @pytest.mark.slow
