@@ -35,11 +35,11 @@ _END = object()  # pacer -> sender: the stream is finished
 
 def load_avatar(start: StartMessage, settings: Settings) -> LiveAvatar:
     """The portrait of a `start` message, fitted to its size, with the face found (blocking)."""
-    from ..fetch import load_input
-    from ..image_io import decode_image, fit_image
+    from ..media.fetch import load_input
+    from ..media.image import decode_image, fit_image
 
     if start.avatar_id:
-        from ..avatars import load_avatar_image
+        from ..media.avatars import load_avatar_image
 
         data = load_avatar_image(start.avatar_id, settings)
     else:
