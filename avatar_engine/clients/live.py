@@ -78,6 +78,7 @@ class LiveSession:
                 open_timeout: float = 60.0, **options) -> LiveSession:
         """Open a session; `options` are the other `start` fields (size, fps, sample_rate, seed, language, ...).
         Raises AvatarError with the server's code when the session is refused."""
+        from websockets.exceptions import ConnectionClosed
         from websockets.sync.client import connect
 
         if image_path is not None:
@@ -85,11 +86,18 @@ class LiveSession:
         start = {"type": "start", **{k: v for k, v in (("image_b64", image_b64), ("image_url", image_url),
                                                       ("avatar_id", avatar_id)) if v is not None}, **options}
         headers = {"Authorization": f"Bearer {token}"} if token else None
-        ws = connect(url, additional_headers=headers, max_size=None, open_timeout=open_timeout)
-        ws.send(json.dumps(start))
+        kwargs = dict(additional_headers=headers, max_size=None, open_timeout=open_timeout)
+        try:
+            ws = connect(url, legacy=True, **kwargs)  # websockets >= 17.1: the connection itself, no warning
+        except TypeError:
+            ws = connect(url, **kwargs)
+        try:
+            ws.send(json.dumps(start))
+        except ConnectionClosed:
+            pass  # refused before the start message (token, cap): the reason is already queued
         try:
             reply = json.loads(ws.recv(timeout=open_timeout))
-        except Exception as exc:
+        except (ConnectionClosed, TimeoutError, ValueError) as exc:
             ws.close()
             raise AvatarError("internal", f"the live server closed the session before it was ready: {exc}") from None
         if reply.get("type") != "ready":
