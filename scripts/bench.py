@@ -151,6 +151,41 @@ def section_stream(quick: bool) -> None:
           f"{firsts[-1]:.2f} s worst (target < 1.5 s); whole job {sorted(t for _, t in results)[len(results) // 2]:.2f} s")
 
 
+def _live_run(url: str, bursts: int, *, tts_like: bool) -> tuple[list[float], dict, float]:
+    """Speech bursts streamed in 40 ms chunks at real time: (latency per onset, the `ended` stats,
+    this process's CPU seconds per wall second while it ran: the session's share of the cores)."""
+    from tests.support.live import speech_bursts, stream_speech
+
+    pcm, onsets, inside = speech_bursts(bursts)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    run = stream_speech(url, pcm, send=inside if tts_like else None)
+    cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+    ended = run.messages("ended")
+    return run.latencies(onsets), ended[0] if ended else {}, cpu
+
+
+def section_live(quick: bool) -> None:
+    """`python -m avatar_engine live`: speech onset sent -> the fragment holding its frame received."""
+    print("== live session (WS /live), embedded engine, 512x512, 25 fps, loopback, 40 ms PCM chunks at 16 kHz ==")
+    from avatar_engine.settings import Settings
+    from tests.support.live import running_server
+
+    bursts = 6 if quick else 12
+    for jitter_ms in (40.0, 0.0):
+        with running_server(Settings(live_jitter_ms=jitter_ms)) as (url, live):
+            live.ready.wait(60)
+            _live_run(url, 1, tts_like=False)  # warm: face fit cache, encoders
+            for tts_like in (False, True):
+                lat, ended, cpu = _live_run(url, bursts, tts_like=tts_like)
+                lat_ms = np.array(lat) * 1000
+                kind = "TTS-like bursts" if tts_like else "mic-like stream"
+                print(f"LIVE_JITTER_MS={jitter_ms:<4g} {kind}: latency median {np.median(lat_ms):.0f} ms, "
+                      f"p90 {np.percentile(lat_ms, 90):.0f} ms, max {lat_ms.max():.0f} ms over {len(lat)} onsets "
+                      f"(target median <= 250 ms) | per frame: render {ended.get('render_ms', 0):.1f} ms, "
+                      f"encode {ended.get('encode_ms', 0):.1f} ms; frames held {ended.get('frames_held', 0)} of "
+                      f"{ended.get('frames', 0)}; process CPU {cpu * 100:.0f}% of one core")
+
+
 def _flops(model, *inputs) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -345,7 +380,8 @@ def machine_line() -> str:
     return f"machine: {cpu_model()}, {os.cpu_count()} cores, {bf16}, python {sys.version.split()[0]}"
 
 
-SECTIONS = {"parametric": section_parametric, "stream": section_stream, "wav2lip": section_wav2lip,
+SECTIONS = {"parametric": section_parametric, "stream": section_stream, "live": section_live,
+            "wav2lip": section_wav2lip,
             "gfpgan": section_gfpgan, "sadtalker": section_sadtalker, "fomm": section_fomm,
             "diff2lip": section_diff2lip}
 

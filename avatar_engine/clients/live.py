@@ -75,9 +75,11 @@ class LiveSession:
     @classmethod
     def connect(cls, url: str, *, image_path: str | Path | None = None, image_b64: str | None = None,
                 image_url: str | None = None, avatar_id: str | None = None, token: str | None = None,
-                open_timeout: float = 60.0, **options) -> LiveSession:
+                headers: dict | None = None, open_timeout: float = 60.0, **options) -> LiveSession:
         """Open a session; `options` are the other `start` fields (size, fps, sample_rate, seed, language, ...).
-        Raises AvatarError with the server's code when the session is refused."""
+        `token` (LIVE_TOKEN) goes in the Authorization header; behind a gateway that needs its own key
+        there (a Runpod endpoint: `headers={"Authorization": "Bearer <RUNPOD_API_KEY>"}`) put it in the
+        URL instead (`...?token=`). Raises AvatarError with the server's code when the session is refused."""
         from websockets.exceptions import ConnectionClosed
         from websockets.sync.client import connect
 
@@ -85,7 +87,7 @@ class LiveSession:
             image_b64 = base64.b64encode(Path(image_path).read_bytes()).decode()
         start = {"type": "start", **{k: v for k, v in (("image_b64", image_b64), ("image_url", image_url),
                                                       ("avatar_id", avatar_id)) if v is not None}, **options}
-        headers = {"Authorization": f"Bearer {token}"} if token else None
+        headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})} or None
         kwargs = dict(additional_headers=headers, max_size=None, open_timeout=open_timeout)
         try:
             ws = connect(url, legacy=True, **kwargs)  # websockets >= 17.1: the connection itself, no warning

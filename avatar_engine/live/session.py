@@ -188,7 +188,7 @@ class LiveSession:
             await asyncio.sleep(max(0.0, due - loop.time()))
             now = loop.time()
             behind_since = self._check_limits(behind_since, time.monotonic())
-            late = now - due > period  # the CPU could not keep up: repeat a picture, keep the clock
+            late = now - due > 3 * period  # the CPU cannot keep up: repeat a picture to catch the clock up
             hold = behind_since is not None or late
             data = await loop.run_in_executor(self._executor, partial(
                 self.stream.next_fragment, hold=hold, flush=self._ending))
@@ -208,7 +208,10 @@ class LiveSession:
             item = await self._outbox.get()
             if item is _END:
                 stream = self.stream
-                await self.ws.send_json({"type": "ended", "frames": stream.frame, "frames_held": stream.frames_held})
+                per_frame = {k.replace("_s", "_ms"): round(v * 1000 / max(stream.frame, 1), 2)
+                             for k, v in stream.timings.items()}
+                await self.ws.send_json({"type": "ended", "frames": stream.frame, "frames_held": stream.frames_held,
+                                         **per_frame})
                 await self.ws.close(CLOSE_NORMAL)
                 return
             if isinstance(item, bytes):
