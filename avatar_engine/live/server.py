@@ -128,6 +128,10 @@ class LiveServer:
         except AvatarError as exc:
             await _refuse(ws, exc)
             return
+        except Exception:  # noqa: BLE001 - a bad portrait must not reach the server
+            log.exception("live session could not start")
+            await _refuse(ws, AvatarError("internal", "the session could not start; the worker log has the details"))
+            return
         await LiveSession(ws, start, stream, self.settings).run(first)
 
 

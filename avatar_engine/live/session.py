@@ -93,8 +93,11 @@ class LiveSession:
             await self._supervise(tasks)
         except AvatarError as exc:
             await self._fail(exc)
-        except WebSocketDisconnect:
-            pass
+        except (WebSocketDisconnect, OSError, RuntimeError):
+            pass  # the client is gone (a send on a closed socket raises one of these)
+        except Exception:  # noqa: BLE001 - one session's bug must not reach the server
+            log.exception("live session failed")
+            await self._fail(AvatarError("internal", "the live session failed; the worker log has the details"))
         finally:
             for task in tasks:
                 task.cancel()
