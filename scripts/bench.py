@@ -6,7 +6,7 @@ Prints: cold start (process start -> first job done), per-stage times and real-t
 5 min render in separate processes (memory must not grow with clip length), and, with
 deterministic weights, the neural stages' CPU speed with a GPU estimate from their FLOPs.
 
-    python scripts/bench.py [--quick] [--sections parametric,stream,wav2lip,gfpgan,sadtalker,fomm,diff2lip]
+    python scripts/bench.py [--quick] [--sections parametric,stream,live,wav2lip,gfpgan,sadtalker,fomm,diff2lip]
 """
 
 from __future__ import annotations
