@@ -88,7 +88,8 @@ class Settings(BaseSettings):
     cpu_bf16: bool = Field(True, description="bfloat16 inference on CPUs with native bf16 (AMX/AVX512-BF16)")
 
     # --- live sessions (`python -m avatar_engine live`, docs/LIVE.md) -------------------------
-    port: int = Field(8000, ge=1, le=65535, description="live server port, set by Runpod load-balancing endpoints (PORT)")
+    port: int = Field(8000, ge=1, le=65535,
+                      description="live server port, set by Runpod load-balancing endpoints (PORT)")
     port_health: int | None = Field(
         None, ge=1, le=65535, description="a second port that answers only GET /ping, when the platform sets it")
     live_token: SecretStr | None = Field(None, description="bearer token every live session must present (LIVE_TOKEN)")
