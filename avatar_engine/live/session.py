@@ -85,7 +85,8 @@ class LiveSession:
         encoder = self.stream.encoder
         ready = {"type": "ready", "mime": encoder.mime, "width": encoder.width, "height": encoder.height,
                  "fps": self.start.fps, "sample_rate": self.start.sample_rate,
-                 "mouth_box": self.stream.avatar.mouth_box, "video_timescale": encoder.video_timescale, "max_session_s": self.settings.live_max_session_s}
+                 "mouth_box": self.stream.avatar.mouth_box, "video_timescale": encoder.video_timescale,
+                 "max_session_s": self.settings.live_max_session_s}
         await self.ws.send_json(ready)
         await self.ws.send_bytes(self.stream.encoder.init + first)
         tasks = [asyncio.create_task(c) for c in (self._receive(), self._pace(), self._send())]
