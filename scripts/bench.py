@@ -181,7 +181,8 @@ def section_live(quick: bool) -> None:
                 kind = "TTS-like bursts" if tts_like else "mic-like stream"
                 print(f"LIVE_JITTER_MS={jitter_ms:<4g} {kind}: latency median {np.median(lat_ms):.0f} ms, "
                       f"p90 {np.percentile(lat_ms, 90):.0f} ms, max {lat_ms.max():.0f} ms over {len(lat)} onsets "
-                      f"(target median <= 250 ms) | per frame: render {ended.get('render_ms', 0):.1f} ms, "
+                      f"(target median <= 250 ms) | speech waits in the server's queue {ended.get('queue_ms', 0):.0f} ms "
+                      f"(jitter margin + frame clock), then per frame: render {ended.get('render_ms', 0):.1f} ms, "
                       f"encode {ended.get('encode_ms', 0):.1f} ms; frames held {ended.get('frames_held', 0)} of "
                       f"{ended.get('frames', 0)}; process CPU {cpu * 100:.0f}% of one core")
 

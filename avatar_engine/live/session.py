@@ -212,10 +212,12 @@ class LiveSession:
             item = await self._outbox.get()
             if item is _END:
                 stream = self.stream
-                per_frame = {k.replace("_s", "_ms"): round(v * 1000 / max(stream.frame, 1), 2)
-                             for k, v in stream.timings.items()}
+                per_frame = {"render_ms": stream.timings["render_s"] * 1000 / max(stream.frame, 1),
+                             "encode_ms": stream.timings["encode_s"] * 1000 / max(stream.frame, 1),
+                             "queue_ms": stream.timings["queue_s"] * 1000 / max(stream.speech_frames, 1)}
+                per_frame = {k: round(v, 2) for k, v in per_frame.items()}
                 await self.ws.send_json({"type": "ended", "frames": stream.frame, "frames_held": stream.frames_held,
-                                         **per_frame})
+                                         "skipped_s": round(stream.skipped_s, 3), **per_frame})
                 await self.ws.close(CLOSE_NORMAL)
                 return
             if isinstance(item, bytes):

@@ -22,6 +22,7 @@ from .lips import StreamingMouth
 from .motion import LiveMotion
 
 _TAIL_WAIT_S = 0.08  # a tail shorter than a frame is played once no audio came for this long
+_SILENT_PEAK = 10 ** (-45 / 20)  # a frame whose samples all stay under -45 dBFS is silence
 
 
 class LiveStream:
@@ -37,6 +38,8 @@ class LiveStream:
         self._max_queue = int(max_queue_s * self.rate)
         self._lock = threading.Lock()
         self._queue: deque[np.ndarray] = deque()
+        self._arrivals: deque[float] = deque()  # time.monotonic() each queued piece was received
+        self._chunk = 0
         self._queued = 0
         self._received = 0  # client samples received
         self._consumed = 0  # client samples taken into the stream (or dropped by interrupt)
@@ -45,8 +48,10 @@ class LiveStream:
         self._last_rgb: np.ndarray | None = None
         self.frame = 0
         self.frames_held = 0  # frames repeated instead of rendered (back-pressure, overload)
+        self.skipped_s = 0.0  # silence skipped to keep a real-time stream's delay down
         self.events: deque[dict] = deque()
-        self.timings = {"render_s": 0.0, "encode_s": 0.0}
+        self.timings = {"render_s": 0.0, "encode_s": 0.0, "queue_s": 0.0}  # queue_s: per frame of speech
+        self.speech_frames = 0
 
     # -- producers (event loop / executor threads) -------------------------------------------
     def push(self, pcm: np.ndarray) -> None:
@@ -56,6 +61,8 @@ class LiveStream:
                 raise AvatarError("input_too_large", f"more than {self._max_queue / self.rate:.0f} s of speech is "
                                                      "waiting to be shown; send audio at about real time")
             self._queue.append(pcm)
+            self._arrivals.append(time.monotonic())
+            self._chunk = max(pcm.size, int(self._chunk * 0.98))  # the client's (recent largest) chunk size
             self._queued += pcm.size
             self._received += pcm.size
             self._last_push = time.monotonic()
@@ -66,6 +73,7 @@ class LiveStream:
             dropped = self._queued
             self._consumed += dropped
             self._queue.clear()
+            self._arrivals.clear()
             self._queued = 0
             self._speaking = False
         return dropped / self.rate
@@ -75,6 +83,39 @@ class LiveStream:
         return self._queued / self.rate
 
     # -- the consumer (one thread) -----------------------------------------------------------
+    def _pop(self, n: int) -> np.ndarray:
+        """Up to n samples off the head of the queue (lock held)."""
+        out = np.zeros(n, np.float32)
+        filled = 0
+        while filled < n and self._queue:
+            head = self._queue[0]
+            k = min(n - filled, head.size)
+            out[filled:filled + k] = head[:k]
+            filled += k
+            if k == head.size:
+                self._queue.popleft()
+                self._arrivals.popleft()
+            else:
+                self._queue[0] = head[k:]
+        self._queued -= filled
+        self._consumed += filled
+        return out
+
+    def _skip_silence(self, need: int) -> None:
+        """Keep a real-time stream's delay from creeping up: an underrun (chunks later than the jitter
+        margin) pushes all later speech back by a frame, so while more is queued than a run on time
+        holds (but under a second: a backend that sends whole answers keeps its pauses), silent frames
+        are skipped."""
+        normal = need + self._jitter + self._chunk  # the most a run on time holds when a frame is taken
+        if self._queued < normal or self._queued > self.rate:
+            return
+        head = np.concatenate(list(self._queue)[:need])[:need] if self._queue[0].size < need else self._queue[0][:need]
+        if head.size == need and float(np.max(np.abs(head))) < _SILENT_PEAK:
+            self._pop(need)
+            self.skipped_s += need / self.rate
+            self.events.append({"type": "scheduled", "sample": self._consumed, "frame": self.frame,
+                                "t": round(self.frame / self.fps, 6)})
+
     def _take(self, need: int, flush: bool) -> np.ndarray | None:
         """This frame's speech samples (zero-padded at a run's end) or None for silence."""
         with self._lock:
@@ -88,19 +129,11 @@ class LiveStream:
             elif self._queued < need and not flush and waited < _TAIL_WAIT_S:
                 self._speaking = False  # underrun: a silent frame, the run restarts with a new event
                 return None
-            out = np.zeros(need, np.float32)
-            filled = 0
-            while filled < need and self._queue:
-                head = self._queue[0]
-                n = min(need - filled, head.size)
-                out[filled:filled + n] = head[:n]
-                filled += n
-                if n == head.size:
-                    self._queue.popleft()
-                else:
-                    self._queue[0] = head[n:]
-            self._queued -= filled
-            self._consumed += filled
+            else:
+                self._skip_silence(need)
+            self.timings["queue_s"] += time.monotonic() - self._arrivals[0]  # how long this speech waited
+            self.speech_frames += 1
+            out = self._pop(need)
             if self._queued == 0:
                 self._speaking = False
             return out
