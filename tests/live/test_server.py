@@ -36,3 +36,29 @@ def test_the_command_line_serves_on_the_given_port(monkeypatch):
     monkeypatch.setattr("avatar_engine.live.server.main", lambda host, port: seen.update(host=host, port=port))
     assert main(["live", "--host", "127.0.0.1", "--port", "9123"]) == 0
     assert seen == {"host": "127.0.0.1", "port": 9123}
+
+
+def test_a_named_avatar_at_48_khz_speaks_text(tmp_path):
+    import io
+    import shutil
+
+    import av
+
+    from avatar_engine.clients.live import Fragment, LiveSession
+    from tests.support.live import REPO, running_server
+
+    shutil.copy(REPO / "assets" / "astronaut_512.png", tmp_path / "astronaut.png")
+    with running_server(Settings(avatars_dir=tmp_path)) as (url, live):
+        live.ready.wait(60)
+        with LiveSession.connect(url.replace("http", "ws") + "/live", avatar_id="astronaut", size=128,
+                                 sample_rate=48000) as session:
+            session.say("Hi.")
+            session.end()
+            events = list(session)
+    assert session.close_code == 1000
+    assert any(isinstance(e, dict) and e["type"] == "scheduled" for e in events)
+    video = b"".join(e.data for e in events if isinstance(e, Fragment))
+    with av.open(io.BytesIO(video)) as c:
+        assert c.streams.audio[0].rate == 48000
+        peak = max(float(abs(f.to_ndarray()).max()) for f in c.decode(audio=0))
+    assert peak > 0.05  # the voice is in the stream
