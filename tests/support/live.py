@@ -1,4 +1,4 @@
-"""A live server on a free local port, in a background thread, for tests and the bench."""
+"""Live-session helpers for tests and the bench: a server on a free port, speech bursts sent at real time, latency per onset."""
 
 from __future__ import annotations
 
