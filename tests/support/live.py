@@ -1,4 +1,4 @@
-"""Live-session helpers for tests and the bench: a server on a free port, speech bursts sent at real time, latency per onset."""
+"""Live-session helpers for tests and the bench: a server on a free port, speech sent at real time."""
 
 from __future__ import annotations
 
