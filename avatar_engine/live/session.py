@@ -157,10 +157,9 @@ class LiveSession:
             try:
                 samples = await asyncio.get_running_loop().run_in_executor(
                     None, speak_text, text, self.start, self.settings)
-            except AvatarError as exc:  # a bad text is not fatal: say so and keep the session
+                self.stream.push(samples)
+            except AvatarError as exc:  # a bad or too long text is not fatal: say so and keep the session
                 self._post({**error_message(exc), "fatal": False})
-                return
-            self.stream.push(samples)
         elif kind == "interrupt":
             self._post({"type": "interrupted", "dropped_s": round(self.stream.interrupt(), 3)})
         elif kind == "end":
