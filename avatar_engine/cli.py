@@ -113,6 +113,13 @@ def _mcp(_args) -> int:
     return 0
 
 
+def _live(args) -> int:
+    from .live.server import main as serve
+
+    serve(args.host, args.port)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m avatar_engine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     v.set_defaults(func=_evaluate)
     m = sub.add_parser("mcp", help="serve the render_avatar MCP tool over stdio")
     m.set_defaults(func=_mcp)
+    lv = sub.add_parser("live", help="serve live talking-head sessions over WebSocket (docs/LIVE.md)")
+    lv.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    lv.add_argument("--port", type=int, help="port (default: PORT, else 8000)")
+    lv.set_defaults(func=_live)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     return args.func(args)

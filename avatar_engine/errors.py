@@ -15,6 +15,9 @@ ErrorCode = Literal[
     "upload_failed",
     "timeout",
     "internal",
+    "unauthorized",  # live sessions: missing or wrong LIVE_TOKEN
+    "busy",  # live sessions: the concurrent-session cap is reached
+    "slow_client",  # live sessions: the client reads slower than real time
 ]
 
 

@@ -87,6 +87,24 @@ class Settings(BaseSettings):
     torch_threads: int = Field(0, description="0 = all cores")
     cpu_bf16: bool = Field(True, description="bfloat16 inference on CPUs with native bf16 (AMX/AVX512-BF16)")
 
+    # --- live sessions (`python -m avatar_engine live`, docs/LIVE.md) -------------------------
+    port: int = Field(8000, ge=1, le=65535,
+                      description="live server port, set by Runpod load-balancing endpoints (PORT)")
+    port_health: int | None = Field(
+        None, ge=1, le=65535, description="a second port that answers only GET /ping, when the platform sets it")
+    live_token: SecretStr | None = Field(None, description="bearer token every live session must present (LIVE_TOKEN)")
+    live_max_sessions: int = Field(
+        0, ge=0, description="concurrent live sessions; 0 = by cores (2 per core, at least 1)")
+    live_max_session_s: float = Field(1800.0, gt=0, description="a live session is closed after this many seconds")
+    live_max_message_bytes: int = Field(
+        1024 * 1024, ge=1024, description="largest WebSocket message after `start` (audio chunk, text)")
+    live_jitter_ms: float = Field(
+        40.0, ge=0, le=1000, description="speech queued beyond one frame before a run of speech starts")
+    live_send_buffer_s: float = Field(
+        1.0, gt=0, description="stream seconds waiting to be sent before frames are held (dropped)")
+    live_slow_close_s: float = Field(
+        5.0, gt=0, description="a client still this far behind is closed (`slow_client`)")
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

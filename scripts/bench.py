@@ -6,7 +6,7 @@ Prints: cold start (process start -> first job done), per-stage times and real-t
 5 min render in separate processes (memory must not grow with clip length), and, with
 deterministic weights, the neural stages' CPU speed with a GPU estimate from their FLOPs.
 
-    python scripts/bench.py [--quick] [--sections parametric,stream,wav2lip,gfpgan,sadtalker,fomm,diff2lip]
+    python scripts/bench.py [--quick] [--sections parametric,stream,live,wav2lip,gfpgan,sadtalker,fomm,diff2lip]
 """
 
 from __future__ import annotations
@@ -149,6 +149,47 @@ def section_stream(quick: bool) -> None:
     firsts = sorted(f for f, _ in results)
     print(f"10 s clip: first playable 2 s segment after {firsts[len(firsts) // 2]:.2f} s median, "
           f"{firsts[-1]:.2f} s worst (target < 1.5 s); whole job {sorted(t for _, t in results)[len(results) // 2]:.2f} s")
+
+
+def _live_run(url: str, bursts: int, *, tts_like: bool) -> tuple[list[float], dict, float]:
+    """Speech bursts streamed in 40 ms chunks at real time: (latency per onset, the `ended` stats,
+    this process's CPU seconds per wall second while it ran: the session's share of the cores)."""
+    from tests.support.live import speech_bursts, stream_speech
+
+    pcm, onsets, inside = speech_bursts(bursts)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    run = stream_speech(url, pcm, send=inside if tts_like else None)
+    cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+    ended = run.messages("ended")
+    return run.latencies(onsets), ended[0] if ended else {}, cpu
+
+
+def section_live(quick: bool) -> None:
+    """`python -m avatar_engine live`: speech onset sent -> the fragment holding its frame received. The
+    client's 40 ms clock and the server's frame clock meet at a random phase per session, which moves
+    the figure by up to a frame: the default setting is measured over several sessions, pooled."""
+    print("== live session (WS /live), embedded engine, 512x512, 25 fps, loopback, 40 ms PCM chunks at 16 kHz ==")
+    from avatar_engine.settings import Settings
+    from tests.support.live import running_server
+
+    bursts = 5 if quick else 8
+    for jitter_ms, sessions in ((40.0, 2 if quick else 4), (0.0, 1 if quick else 2)):
+        with running_server(Settings(live_jitter_ms=jitter_ms)) as (url, live):
+            live.ready.wait(60)
+            _live_run(url, 1, tts_like=False)  # warm: face fit cache, encoders
+            for tts_like in (False, True):
+                runs = [_live_run(url, bursts, tts_like=tts_like) for _ in range(sessions)]
+                lat_ms = np.array([x for lat, _, _ in runs for x in lat]) * 1000
+                stat = {k: np.mean([e.get(k, 0) for _, e, _ in runs]) for k in ("queue_ms", "render_ms", "encode_ms")}
+                held = sum(e.get("frames_held", 0) for _, e, _ in runs)
+                frames = sum(e.get("frames", 0) for _, e, _ in runs)
+                kind = "TTS-like bursts" if tts_like else "mic-like stream"
+                print(f"LIVE_JITTER_MS={jitter_ms:<4g} {kind}: latency median {np.median(lat_ms):.0f} ms, "
+                      f"p90 {np.percentile(lat_ms, 90):.0f} ms, max {lat_ms.max():.0f} ms over {len(lat_ms)} onsets in "
+                      f"{sessions} sessions (target median <= 250 ms) | speech waits in the server's queue "
+                      f"{stat['queue_ms']:.0f} ms (jitter margin + frame clock), then per frame: render "
+                      f"{stat['render_ms']:.1f} ms, encode {stat['encode_ms']:.1f} ms; frames held {held} of {frames}; "
+                      f"process CPU {np.mean([c for _, _, c in runs]) * 100:.0f}% of one core")
 
 
 def _flops(model, *inputs) -> float:
@@ -345,7 +386,8 @@ def machine_line() -> str:
     return f"machine: {cpu_model()}, {os.cpu_count()} cores, {bf16}, python {sys.version.split()[0]}"
 
 
-SECTIONS = {"parametric": section_parametric, "stream": section_stream, "wav2lip": section_wav2lip,
+SECTIONS = {"parametric": section_parametric, "stream": section_stream, "live": section_live,
+            "wav2lip": section_wav2lip,
             "gfpgan": section_gfpgan, "sadtalker": section_sadtalker, "fomm": section_fomm,
             "diff2lip": section_diff2lip}
 

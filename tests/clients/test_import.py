@@ -32,6 +32,7 @@ def _loaded_after(statement: str) -> dict:
     "import avatar_engine.clients",
     "import avatar_engine.clients.batch",
     "import avatar_engine.clients.providers",
+    "import avatar_engine.clients.live",
     "import avatar_engine.schema",
 ])
 def test_client_import_leaves_the_server_out(statement):
