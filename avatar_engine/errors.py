@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
 ErrorCode = Literal[
@@ -56,3 +57,13 @@ def parse_error(error: Any) -> dict:
         if isinstance(body, dict) and "code" in body:
             return body
     return {"code": "internal", "message": str(error)}
+
+
+# an absolute POSIX path (not the path part of a URL: no ':', '/' or word character before it)
+_ABS_PATH = re.compile(r"(?<![\w:/.~-])/(?:[\w.@+~-]+/)*([\w.@+~-]+)?/?")
+
+
+def redact_paths(text: str) -> str:
+    """`text` with every absolute path cut to its last component: messages that leave the worker name
+    the file (`wav2lip_gan.pth`), never where it lives (`/models/wav2lip/...`)."""
+    return _ABS_PATH.sub(lambda m: m.group(1) or "<dir>", text) if "/" in text else text

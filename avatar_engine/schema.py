@@ -184,6 +184,9 @@ class RenderRequest(BaseModel):
                 raise ValueError(
                     f"give exactly one of {' or '.join(names)} (got {', '.join(given) or 'neither'})"
                 )
+        for name in ("reference_video_url", "reference_video_b64"):
+            if getattr(self, name) == "":
+                raise ValueError(f"{name} is empty; leave it out, or send the driving video")
         if self.reference_video_url and self.reference_video_b64:
             raise ValueError("give reference_video_url or reference_video_b64, not both")
         if (self.reference_video_url or self.reference_video_b64) and self.engine not in ("fomm", "auto"):

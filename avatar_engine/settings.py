@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     storage_read_timeout_s: float = Field(120.0, gt=0, description="bucket request read timeout")
 
     # --- worker -------------------------------------------------------------------------
-    job_timeout_s: float = Field(900.0, description="a render running longer is abandoned")
+    job_timeout_s: float = Field(900.0, description="a render running longer is abandoned (seconds, > 0)")
     job_concurrency: int = Field(1, ge=1, description="jobs one worker takes at once at most (capped by cores / GPU memory)")
     stream_output: bool = Field(False, description="register the streaming (generator) handler: live HLS / fMP4")
     mcp_file_roots: str | None = Field(
@@ -104,6 +104,14 @@ class Settings(BaseSettings):
         1.0, gt=0, description="stream seconds waiting to be sent before frames are held (dropped)")
     live_slow_close_s: float = Field(
         5.0, gt=0, description="a client still this far behind is closed (`slow_client`)")
+
+    @field_validator("job_timeout_s")
+    @classmethod
+    def _positive_timeout(cls, value: float) -> float:
+        if not value > 0:  # also NaN
+            raise ValueError(f"JOB_TIMEOUT_S must be a positive number of seconds (got {value:g}); every job "
+                             "would time out at once")
+        return value
 
 
 @lru_cache(maxsize=1)

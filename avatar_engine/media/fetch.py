@@ -45,10 +45,9 @@ def decode_base64(text: str, *, field: str, max_bytes: int) -> bytes:
             raise AvatarError("invalid_input", f"{field} is a data: URI but not a ';base64,' one")
         body = body[match.end():]
     body = re.sub(r"\s+", "", body)
-    if len(body) * 3 // 4 > max_bytes:
-        raise AvatarError(
-            "input_too_large", f"{field} decodes to about {len(body) * 3 // 4} bytes, over the {max_bytes}-byte limit"
-        )
+    decoded = len(body.rstrip("=")) * 3 // 4  # exact for valid base64, padded or not: a payload at the cap passes
+    if decoded > max_bytes:
+        raise AvatarError("input_too_large", f"{field} decodes to {decoded} bytes, over the {max_bytes}-byte limit")
     body = body.replace("-", "+").replace("_", "/")  # accept the URL-safe alphabet too
     body += "=" * (-len(body) % 4)
     try:
@@ -132,9 +131,11 @@ def fetch_url(url: str, *, field: str, max_bytes: int, settings: Settings) -> Fe
         if parts.username or parts.password:
             raise AvatarError("invalid_input", f"{field}: URLs with credentials are not accepted")
         try:
-            port = parts.port or (443 if scheme == "https" else 80)
+            port = parts.port if parts.port is not None else (443 if scheme == "https" else 80)
         except ValueError:
-            raise AvatarError("invalid_input", f"{field}: URL has an invalid port") from None
+            port = 0
+        if not 0 < port < 65536:  # ':0' must not mean the default port
+            raise AvatarError("invalid_input" if not hop else "fetch_failed", f"{field}: URL has an invalid port")
         ip = _resolve(parts.hostname, port, settings)
         path = parts.path or "/"
         if parts.query:

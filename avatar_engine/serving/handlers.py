@@ -23,9 +23,11 @@ import os
 import sys
 from typing import Any, AsyncIterator
 
+from ..errors import AvatarError
+from ..schema import parse_request
 from ..settings import Settings, get_settings
 from .deadline import Deadline
-from .worker import run_job
+from .worker import error_result, run_job
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,19 @@ def _slots() -> asyncio.Semaphore:
 # -- handlers ----------------------------------------------------------------------------------
 
 
+def _rejected(job: dict) -> dict | None:
+    """The error result of a request that fails validation (checked before it waits for a slot, so a bad
+    request is answered at once, not after the renders ahead of it); None for a valid one or an action."""
+    payload = job.get("input") if isinstance(job, dict) else None
+    if isinstance(payload, dict) and "action" in payload:
+        return None
+    try:
+        parse_request(payload)
+    except AvatarError as exc:
+        return error_result(exc)
+    return None
+
+
 async def _stopped(future: asyncio.Future, deadline: Deadline) -> None:
     """The job's task was cancelled: tell the render thread and give it time to clean up."""
     deadline.cancel()
@@ -98,6 +113,8 @@ async def _stopped(future: asyncio.Future, deadline: Deadline) -> None:
 async def run_async(job: dict, *, settings: Settings | None = None) -> dict:
     """One job to one result dict, cancellable (see the module docstring)."""
     settings = settings or get_settings()
+    if (rejected := _rejected(job)) is not None:
+        return rejected
     deadline = Deadline(settings.job_timeout_s)
     async with _slots():
         future = asyncio.get_running_loop().run_in_executor(
@@ -112,6 +129,9 @@ async def run_async(job: dict, *, settings: Settings | None = None) -> dict:
 async def stream_async(job: dict, *, settings: Settings | None = None) -> AsyncIterator[dict[str, Any]]:
     """Live events while the job renders, then its result dict (or `{"error": ...}`) as the last item."""
     settings = settings or get_settings()
+    if (rejected := _rejected(job)) is not None:
+        yield rejected
+        return
     deadline = Deadline(settings.job_timeout_s)
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()

@@ -13,7 +13,7 @@ import os
 import sys
 
 from ..engines import ENGINES
-from ..errors import AvatarError, parse_error  # noqa: F401 - parse_error: error_result's inverse, re-exported
+from ..errors import AvatarError, parse_error, redact_paths  # noqa: F401 - parse_error: error_result's inverse
 from ..face.landmarks import get_face_mesh
 from ..media.encode import pick_encoder
 from ..pipeline import render, suspect_process_state
@@ -28,8 +28,20 @@ log = logging.getLogger("avatar_engine")
 
 
 def error_result(exc: AvatarError) -> dict:
-    """`{"error": "<JSON: code, message and, where a stage gave them, details>"}`."""
-    return {"error": json.dumps(exc.to_dict())}
+    """`{"error": "<JSON: code, message and, where a stage gave them, details>"}`; worker paths are cut to
+    file names here, at the boundary (the log keeps them whole)."""
+    body = exc.to_dict()
+    body["message"] = redact_paths(body["message"])
+    return {"error": json.dumps(body)}
+
+
+def _redacted(result: dict) -> dict:
+    """A result's fallback reasons (engine messages) without worker paths."""
+    if "fallback_reason" in result:
+        result["fallback_reason"] = redact_paths(result["fallback_reason"])
+    for failure in result.get("fallback_from") or ():
+        failure["message"] = redact_paths(failure["message"])
+    return result
 
 
 def _progress_reporter(job: dict):
@@ -92,7 +104,7 @@ def run_job(job: dict, *, settings: Settings | None = None, deadline=None, emit=
             return run_action(payload, settings or get_settings())
         request = parse_request(payload)
         report = progress or _progress_reporter(job if isinstance(job, dict) else {})
-        return render(request, settings=settings, progress=report, deadline=deadline, emit=emit)
+        return _redacted(render(request, settings=settings, progress=report, deadline=deadline, emit=emit))
     except AvatarError as exc:
         log.info("job %s failed: %s: %s", job.get("id", "-") if isinstance(job, dict) else "-", exc.code, exc.message)
         return error_result(exc)
