@@ -7,17 +7,47 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import stat
 import sys
-from pathlib import Path
 
 from .errors import AvatarError
 from .settings import get_settings
 
 
+def read_local_file(path: str, max_bytes: int, what: str) -> bytes:
+    """A local input file's bytes, checked before reading: a regular file (not /dev/zero, a FIFO or a
+    folder) of at most `max_bytes` (the same caps as remote inputs)."""
+    info = os.stat(path)  # OSError (missing, no permission) is reported by the caller
+    if not stat.S_ISREG(info.st_mode):
+        raise AvatarError("invalid_input", f"{what} {path!r} is not a regular file")
+    if info.st_size > max_bytes:
+        raise AvatarError("input_too_large", f"{what} {path!r} is {info.st_size} bytes, over the {max_bytes}-byte "
+                                             "limit")
+    with open(path, "rb") as f:
+        data = f.read(max_bytes + 1)  # a file that grew since stat() is still capped
+    if len(data) > max_bytes:
+        raise AvatarError("input_too_large", f"{what} {path!r} is over the {max_bytes}-byte limit")
+    if not data:
+        raise AvatarError("invalid_input", f"{what} {path!r} is empty")
+    return data
+
+
+def _local_inputs(args):
+    from .pipeline import LocalInputs
+
+    settings = get_settings()
+    audio = read_local_file(args.audio, settings.max_audio_bytes, "--audio") if args.audio else None
+    video = read_local_file(args.reference_video, settings.max_video_bytes, "--reference-video") \
+        if args.reference_video else None
+    return LocalInputs(image=read_local_file(args.face, settings.max_image_bytes, "--face"), audio=audio,
+                       reference_video=video)
+
+
 def _render(args) -> int:
     from tqdm import tqdm
 
-    from .pipeline import LocalInputs, render
+    from .pipeline import render
     from .schema import parse_request
 
     options = {
@@ -43,10 +73,7 @@ def _render(args) -> int:
 
     try:
         request = parse_request(options, local=True)
-        audio = Path(args.audio).read_bytes() if args.audio else None
-        video = Path(args.reference_video).read_bytes() if args.reference_video else None
-        local = LocalInputs(image=Path(args.face).read_bytes(), audio=audio, reference_video=video)
-        result = render(request, local=local, progress=progress, out_path=args.out)
+        result = render(request, local=_local_inputs(args), progress=progress, out_path=args.out)
     except OSError as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)

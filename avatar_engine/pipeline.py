@@ -265,6 +265,10 @@ def _decode(request: RenderRequest, settings: Settings, inputs: _Inputs, deadlin
         audio = decode_audio(inputs.audio, max_seconds=settings.max_audio_seconds,
                              min_seconds=settings.min_audio_seconds)
     ensure_words(request, audio)  # captions: word times (aligns a transcript when needed)
+    if inputs.video is not None:  # a driving video's metadata is checked before any engine work
+        from .engines.fomm.driving import DrivingLimits, check_driving_video
+
+        check_driving_video(inputs.video, DrivingLimits.from_settings(settings))
     return RenderJob(request=request, image=image, audio=audio, fps=request.fps,
                      n_frames=frame_count(audio.duration_s, request.fps), settings=settings,
                      source_scale=source_scale, deadline=deadline, reference_video=inputs.video)

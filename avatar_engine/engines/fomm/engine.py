@@ -159,8 +159,8 @@ def load_reference_video(job: RenderJob) -> DrivingClip:
     data = job.reference_video
     if data is None:  # a job built outside the pipeline (which fetches it in its fetch step)
         data = load_input(req.reference_video_url, req.reference_video_b64, kind="video", settings=settings).data
-    limits = DrivingLimits(max_bytes=settings.max_video_bytes, max_seconds=max(settings.max_audio_seconds, 1.0))
-    return decode_driving_video(data, job.fps, size=FACE_SIZE, box_fn=_reference_face_box, limits=limits,
+    return decode_driving_video(data, job.fps, size=FACE_SIZE, box_fn=_reference_face_box,
+                                limits=DrivingLimits.from_settings(settings),
                                 stop_after=job.n_frames)
 
 
@@ -220,7 +220,8 @@ class FommEngine(Engine):
 
         req = job.request
         lips = self.lip_stage(job.settings, req.fomm.lips)  # a missing named lip stage fails before any work
-        clip = load_reference_video(job) if (req.reference_video_url or req.reference_video_b64) else None
+        driven = job.reference_video is not None or req.reference_video_url or req.reference_video_b64
+        clip = load_reference_video(job) if driven else None  # the CLI's file arrives as job.reference_video
 
         device = torch_device()
         nets = cached_fomm_nets(path, device)
@@ -232,16 +233,17 @@ class FommEngine(Engine):
             kp_source = detect_keypoints(nets, source[None], device, 1)
             encoding = nets.generator.encode_source(_to_tensor(source[None], device))
         if clip is not None:
-            kp_clip = detect_keypoints(nets, clip.frames, device, bs)
-            index = torch.from_numpy(pingpong_indices(len(clip.frames), job.n_frames)).to(kp_clip["value"].device)
+            kp_clip = detect_keypoints(nets, clip.unique, device, bs)  # once per distinct source frame
+            timeline = clip.index[pingpong_indices(len(clip), job.n_frames)]
+            index = torch.from_numpy(timeline).to(kp_clip["value"].device)
             with torch.inference_mode():
                 kp_driving = normalize_kp(kp_source, {k: v[index] for k, v in kp_clip.items()},
-                                          {k: v[:1] for k, v in kp_clip.items()},
+                                          {k: v[clip.index[:1]] for k, v in kp_clip.items()},
                                           adapt_movement_scale=req.fomm.adapt_scale,
                                           use_relative_movement=req.fomm.relative,
                                           use_relative_jacobian=req.fomm.relative)
-            info.update(driving="video", reference_frames=len(clip.frames), reference_box=list(clip.box),
-                        reference_loop="pingpong" if len(clip.frames) < job.n_frames else None)
+            info.update(driving="video", reference_frames=len(clip), reference_box=list(clip.box),
+                        reference_loop="pingpong" if len(clip) < job.n_frames else None)
             del clip
         else:
             head = self._motion.motion(job, animate_mouth=False).head

@@ -339,3 +339,36 @@ def test_prepare_changes_only_the_crop_and_moves_with_the_head_track(with_fomm, 
         assert np.array_equal(outside, image)  # ...and nothing outside the crop box
     values = torch.cat(seen)
     assert float((values[1:] - values[:-1]).abs().amax()) > 1e-4  # the head moves from frame to frame
+
+
+def test_cli_reference_video_reaches_fomm(model_root, tmp_path, monkeypatch, capsys):
+    """`--reference-video` is the driving video of the render (#22 item 7): FOMM loads it, not the audio track."""
+    from avatar_engine.cli import main
+    from avatar_engine.engines.fomm import engine as fomm_engine
+    from avatar_engine.settings import get_settings
+
+    seen = []
+
+    def loaded(job):
+        seen.append(job.reference_video)
+        raise AvatarError("no_face", "sentinel: the reference video reached FOMM")
+
+    monkeypatch.setattr(fomm_engine, "load_reference_video", loaded)
+    monkeypatch.setenv("MODEL_ROOT", str(model_root))
+    get_settings.cache_clear()
+    try:
+        video = _video(_moving_portrait(3), "mov", "mpeg4")
+        (tmp_path / "drive.mov").write_bytes(video)
+        (tmp_path / "speech.wav").write_bytes(_speech(0.4))
+        code = main(["render", "--face", _asset_file(tmp_path), "--audio", str(tmp_path / "speech.wav"),
+                     "--reference-video", str(tmp_path / "drive.mov"), "--out", str(tmp_path / "o.mp4"),
+                     "--fps", str(FPS), "--size", "256"])
+    finally:
+        get_settings.cache_clear()
+    assert code == 1 and seen == [video] and "sentinel" in capsys.readouterr().err
+
+
+def _asset_file(tmp_path: Path) -> str:
+    path = tmp_path / "face.png"
+    path.write_bytes(asset_bytes("astronaut_512.png"))
+    return str(path)
