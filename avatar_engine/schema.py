@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Literal
 
 from pydantic import (
@@ -18,6 +19,9 @@ from pydantic import (
 )
 
 from .errors import AvatarError
+
+#: C0 controls but tab/newline/CR, DEL and C1: eSpeak stops at a NUL and captions must not carry ESC/BEL
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 EngineName = Literal["auto", "parametric", "still", "wav2lip", "sadtalker", "fomm", "diff2lip"]
 QualityMode = Literal["auto", "real_time", "high_quality"]
@@ -134,6 +138,17 @@ class RenderRequest(BaseModel):
     diff2lip: Diff2LipOptions = Field(default_factory=lambda: Diff2LipOptions())
     cache: bool = True
     output: OutputOptions = Field(default_factory=OutputOptions)
+
+    @field_validator("text", "transcript")
+    @classmethod
+    def _no_control_characters(cls, value: str | None) -> str | None:
+        """Control characters are removed once, here, so the voice and the captions read the same words."""
+        if value is None:
+            return value
+        cleaned = CONTROL_CHARS.sub("", value).strip()
+        if not cleaned:
+            raise ValueError("has no words once control characters are removed; give the words to speak")
+        return cleaned
 
     @model_validator(mode="before")
     @classmethod

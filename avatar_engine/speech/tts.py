@@ -195,6 +195,9 @@ def _clip(samples: np.ndarray, rate: int, timeline: SpeechTimeline | None, setti
                      timeline=timeline)
 
 
+NO_SPEECH = "the text produced no speech (only punctuation or symbols?)"
+
+
 def check_text(text: str, settings: Settings) -> None:
     if not text or not text.strip():
         raise AvatarError("invalid_input", "text is empty; give the words to speak")
@@ -211,6 +214,8 @@ def speak(text: str, *, voice: str | None, language: str, settings: Settings) ->
         from . import piper
 
         samples, rate = piper.synthesize(text, name, settings)
+        if not np.any(np.abs(samples) > 1e-3):
+            raise AvatarError("invalid_input", NO_SPEECH)
         if rate not in (16000, 22050, 24000, 44100, 48000):
             raise AvatarError("engine_unavailable", f"piper voice {name!r} has an unsupported sample rate {rate}")
         return _clip(samples, rate, None, settings)
@@ -220,9 +225,10 @@ def speak(text: str, *, voice: str | None, language: str, settings: Settings) ->
         raise AvatarError("engine_unavailable", f"the embedded eSpeak voice is unavailable: {exc}") from None
     except ValueError as exc:
         raise AvatarError("invalid_input", f"{exc} ({_FIND_VOICES})") from None
-    if synth.pcm.size == 0:
-        raise AvatarError("invalid_input", "the text produced no speech (only punctuation or symbols?)")
-    return _clip(synth.pcm.astype(np.float32) / 32768.0, synth.rate, timeline_from_events(synth, text), settings)
+    timeline = timeline_from_events(synth, text) if synth.pcm.size else None
+    if timeline is None or all(phone.label == "SIL" for phone in timeline.phones):  # "...": a pause, no words
+        raise AvatarError("invalid_input", NO_SPEECH)
+    return _clip(synth.pcm.astype(np.float32) / 32768.0, synth.rate, timeline, settings)
 
 
 def speak_request(request, settings: Settings) -> AudioClip:

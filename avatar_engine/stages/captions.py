@@ -76,9 +76,18 @@ def _stamp(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
 def _one_line(text: str) -> str:
-    # a blank line ends a cue in both formats, and "-->" would read as a timing line
-    return " ".join(text.split()).replace("-->", "->")
+    # no control characters (ESC, BEL, DEL reach a terminal or player as commands); a blank line ends a cue
+    # in both formats, and "-->" would read as a timing line
+    return " ".join(_CONTROL.sub("", text).split()).replace("-->", "->")
+
+
+def _vtt_text(text: str) -> str:
+    """WebVTT cue text: '&' and '<' start escapes and tags there, so they are escaped (and '>' with them)."""
+    return _one_line(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def to_srt(cues: list[Cue]) -> str:
@@ -88,7 +97,7 @@ def to_srt(cues: list[Cue]) -> str:
 
 
 def to_vtt(cues: list[Cue]) -> str:
-    blocks = [f"{_stamp(c.start_s, '.')} --> {_stamp(c.end_s, '.')}\n{_one_line(c.text)}\n" for c in cues]
+    blocks = [f"{_stamp(c.start_s, '.')} --> {_stamp(c.end_s, '.')}\n{_vtt_text(c.text)}\n" for c in cues]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 

@@ -139,7 +139,14 @@ def test_recorded_speech_with_transcript_gets_aligned_captions(settings):
     ({"audio_b64": "UklGRg==", "captions": "srt"}, "invalid_input", "captions need the words"),
     ({"text": "Hi there.", "captions": "ass"}, "invalid_input", "captions"),
     ({"text": "Hi there.", "voice": "piper:en_US-ljspeech-medium"}, "engine_unavailable",
-     "voices/en_US-ljspeech-medium.onnx"),
+     "en_US-ljspeech-medium.onnx"),  # named, without the worker's path
+    # #22 item 9: no words, no render (NUL and other control characters are removed first)
+    ({"text": "..."}, "invalid_input", "the text produced no speech"),
+    ({"text": "."}, "invalid_input", "the text produced no speech"),
+    ({"text": ".", "captions": "vtt"}, "invalid_input", "the text produced no speech"),
+    ({"text": "\u2014 \u2026"}, "invalid_input", "the text produced no speech"),
+    ({"text": "\x00..."}, "invalid_input", "the text produced no speech"),
+    ({"text": "\x00\x1b\x07"}, "invalid_input", "control characters"),
 ])
 def test_bad_text_inputs_get_their_codes(tmp_path, fields, code, needle):
     settings = Settings(max_text_chars=40, model_root=tmp_path / "models", work_dir=tmp_path, media_bucket=None)
@@ -153,3 +160,13 @@ def test_list_voices_action(settings):
     voices = run_job({"input": {"action": "list_voices"}}, settings=settings)["voices"]
     names = {v["voice"] for v in voices}
     assert {"espeak:en-us", "espeak:de", "espeak:ru", "espeak:hi", "espeak:el"} <= names
+
+
+def test_nul_and_control_characters_are_removed_before_speech_and_captions(settings):
+    """eSpeak stops at a NUL; the captions showed the whole string. Both now read the same cleaned text."""
+    result = _ok(run_job(_job(text="\x00Hello\x00 there\x1b[31m friend\x07.\x7f", captions="srt"),
+                         settings=settings))
+    cues = parse_srt(result["captions"])
+    assert " ".join(c.text for c in cues) == "Hello there[31m friend."
+    reference = speak("Hello there[31m friend.", voice=None, language="en", settings=settings)
+    assert abs(result["duration_s"] - round(reference.duration_s, 3)) < 0.05  # the whole text was spoken

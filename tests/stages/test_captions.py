@@ -104,3 +104,14 @@ def test_burn_in_draws_only_while_a_cue_is_on_screen_and_only_at_the_bottom():
     assert rows.min() > h // 2  # the lower half only: the face stays clean
     assert out[20][diff].max() == 255 and out[20][diff].min() < 60  # white text on a dark band: readable
     assert np.all(frames[20] == 128)  # the engine's frame is not modified in place
+
+
+def test_captions_drop_control_characters_and_vtt_escapes_markup():
+    """#22 item 9: ESC/BEL/DEL never reach a caption file; '&' and '<' are escapes/tags in WebVTT."""
+    cues = [Cue(0.0, 1.0, "Tom & Jerry <b>x</b> \x1b[2J\x07bell\x7f"), Cue(1.0, 2.0, "a --> b")]
+    srt, vtt = to_srt(cues), to_vtt(cues)
+    for text in (srt, vtt):
+        assert not any(ord(c) < 32 and c != "\n" or 0x7f <= ord(c) <= 0x9f for c in text)
+    assert "Tom & Jerry <b>x</b> [2Jbell" in srt
+    assert "Tom &amp; Jerry &lt;b&gt;x&lt;/b&gt; [2Jbell" in vtt and "a -&gt; b" in vtt
+    assert parse_vtt(vtt)[0].text == "Tom &amp; Jerry &lt;b&gt;x&lt;/b&gt; [2Jbell"
