@@ -1,7 +1,11 @@
 """Named avatars: `avatar_id` in a request picks a stored portrait instead of sending one.
 
 Portraits live in a baked folder (`AVATARS_DIR`, checked first) or in the media bucket under
-`AVATARS_PREFIX`, one image file per avatar: `<avatar_id>.<png|jpg|jpeg|webp>`. The id is a flat
+`AVATARS_PREFIX`, one image file per avatar: `<avatar_id>.<png|jpg|jpeg|webp>` (the suffix in any case;
+the id is the file's stem, exact case). Listing and serving pick the same file: where an id has several,
+.png before .jpg before .jpeg before .webp; a folder file that is not a PNG/JPEG/WebP by its header, is over
+MAX_IMAGE_BYTES or over MAX_IMAGE_PIXELS (a decompression bomb) is neither listed nor served, and bucket
+objects over MAX_IMAGE_BYTES are skipped (their content is checked when decoded). The id is a flat
 name, never a path: `..`, absolute paths, separators (also URL-encoded), backslashes and
 control characters are refused, and a file whose real path leaves the folder (a symlink) is refused
 too, so a request can only ever read the portraits the operator put there.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from ..errors import AvatarError
@@ -68,6 +73,18 @@ def _stem(name: str) -> str | None:
     return p.stem if p.suffix.lower() in IMAGE_SUFFIXES and _ID_RE.match(p.stem) and ".." not in p.stem else None
 
 
+def _by_id(names) -> dict[str, list[str]]:
+    """File names grouped by avatar id (the stem, exact case; the suffix in any case), each group in the one
+    order listing and serving both follow: .png, .jpg, .jpeg, .webp, then by name."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        stem = _stem(name)
+        if stem:
+            groups.setdefault(stem, []).append(name)
+    rank = {suffix: i for i, suffix in enumerate(IMAGE_SUFFIXES)}
+    return {stem: sorted(found, key=lambda n: (rank[Path(n).suffix.lower()], n)) for stem, found in groups.items()}
+
+
 # -- folder --------------------------------------------------------------------------------
 
 
@@ -80,28 +97,58 @@ def _inside(path: Path, root: Path) -> bool:
     return real.is_file() and real.is_relative_to(root.resolve())
 
 
-def _dir_file(avatar_id: str, settings: Settings) -> Path | None:
-    root = settings.avatars_dir
-    if root is None or not root.is_dir():
-        return None
-    for suffix in IMAGE_SUFFIXES:
-        candidate = root / f"{avatar_id}{suffix}"
-        if candidate.is_symlink() or candidate.exists():
-            if not _inside(candidate, root):
-                raise AvatarError("invalid_input", f"avatar {avatar_id!r} points outside AVATARS_DIR; refused")
-            return candidate
+@lru_cache(maxsize=1024)
+def _image_ok(path: str, mtime_ns: int, size: int, max_bytes: int, max_pixels: int) -> bool:
+    """A PNG/JPEG/WebP within the byte and pixel caps, judged from its header (no pixels are decoded)."""
+    if size > max_bytes:
+        return False
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:  # reads the header only
+            return image.format in ("PNG", "JPEG", "WEBP") and image.width * image.height <= max_pixels
+    except Exception:  # noqa: BLE001 - not an image, truncated, or over PIL's own bomb limit
+        return False
+
+
+def _usable(path: Path, settings: Settings) -> bool:
+    info = path.stat()
+    return _image_ok(str(path.resolve()), info.st_mtime_ns, info.st_size, settings.max_image_bytes,
+                     settings.max_image_pixels)
+
+
+def _dir_pick(avatar_id: str, names: list[str], root: Path, settings: Settings) -> Path | None:
+    """The first usable file of an id's group; a file that leaves the folder refuses the id outright."""
+    for name in names:
+        path = root / name
+        if not _inside(path, root):
+            raise AvatarError("invalid_input", f"avatar {avatar_id!r} points outside AVATARS_DIR; refused")
+        if _usable(path, settings):
+            return path
     return None
 
 
-def _dir_list(settings: Settings) -> list[AvatarInfo]:
+def _dir_groups(settings: Settings) -> dict[str, list[str]]:
     root = settings.avatars_dir
     if root is None or not root.is_dir():
-        return []
+        return {}
+    return _by_id(entry.name for entry in root.iterdir())
+
+
+def _dir_file(avatar_id: str, settings: Settings) -> Path | None:
+    names = _dir_groups(settings).get(avatar_id)
+    return _dir_pick(avatar_id, names, settings.avatars_dir, settings) if names else None
+
+
+def _dir_list(settings: Settings) -> list[AvatarInfo]:
     out = []
-    for path in sorted(root.iterdir()):
-        stem = _stem(path.name)
-        if stem and _inside(path, root):
-            out.append(AvatarInfo(stem, "dir", path.name, path.stat().st_size))
+    for avatar_id, names in sorted(_dir_groups(settings).items()):
+        try:
+            path = _dir_pick(avatar_id, names, settings.avatars_dir, settings)
+        except AvatarError:
+            continue  # refused when asked for: not listed
+        if path is not None:
+            out.append(AvatarInfo(avatar_id, "dir", path.name, path.stat().st_size))
     return out
 
 
@@ -133,16 +180,19 @@ def _bucket_read(store, name: str, max_bytes: int) -> bytes | None:
         raise AvatarError("fetch_failed", f"reading avatar {name!r} from the bucket failed") from None
 
 
+def _bucket_groups(store, settings: Settings) -> dict[str, list[tuple[str, int]]]:
+    """Avatar id -> its (object name, size) candidates under the prefix, in serving order, within MAX_IMAGE_BYTES
+    (a bucket object's content is checked when it is used: decoding caps its pixels)."""
+    sizes = {name: size for name, size in store.list("") if "/" not in name and size <= settings.max_image_bytes}
+    return {stem: [(name, sizes[name]) for name in names] for stem, names in _by_id(sizes).items()}
+
+
 def _bucket_entries(settings: Settings) -> list[AvatarInfo]:
     store = _avatar_store(settings)
     if store is None:
         return []
-    out = []
-    for name, size in store.list(""):
-        stem = _stem(name) if "/" not in name else None
-        if stem:
-            out.append(AvatarInfo(stem, "bucket", f"{_prefix(settings)}{name}", size))
-    return out
+    return [AvatarInfo(stem, "bucket", f"{_prefix(settings)}{found[0][0]}", found[0][1])
+            for stem, found in sorted(_bucket_groups(store, settings).items())]
 
 
 # -- public --------------------------------------------------------------------------------
@@ -169,10 +219,10 @@ def load_avatar_image(avatar_id: str, settings: Settings) -> bytes:
         return path.read_bytes()
     store = _avatar_store(settings)
     if store is not None:
-        for suffix in IMAGE_SUFFIXES:
-            data = _bucket_read(store, f"{avatar_id}{suffix}", settings.max_image_bytes)
-            if data is not None:
-                return data
+        found = _bucket_groups(store, settings).get(avatar_id)  # the object listing names, never a guess
+        data = _bucket_read(store, found[0][0], settings.max_image_bytes) if found else None
+        if data is not None:
+            return data
     where = " or ".join(w for w, on in (("AVATARS_DIR", settings.avatars_dir is not None),
                                         ("the bucket under AVATARS_PREFIX", store is not None)) if on)
     raise AvatarError("invalid_input", f"unknown avatar_id {avatar_id!r}" +

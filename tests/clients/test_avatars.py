@@ -108,3 +108,48 @@ def test_render_by_avatar_id_through_the_local_server(local_api, short_wav):
     assert failed.error["code"] == "invalid_input"
 
 
+
+
+def _png(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (120, 90, 60)).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_listing_and_serving_pick_the_same_file(tmp_path, portrait_png):
+    """#22 item 10: an upper-case suffix is servable, alice.jpg beside alice.png serves what is listed, and
+    non-images, oversized files and decompression bombs are neither listed nor served."""
+    root = tmp_path / "avatars"
+    root.mkdir()
+    (root / "UPPER.PNG").write_bytes(portrait_png)
+    (root / "alice.jpg").write_bytes(b"\xff\xd8 a jpeg in name only")  # sorts first by name, not an image
+    (root / "alice.png").write_bytes(portrait_png)
+    (root / "bob.jpg").write_bytes(portrait_png)  # a PNG named .jpg: an image all the same
+    (root / "bob.webp").write_bytes(_png(8, 8))
+    (root / "notimage.png").write_text("hello")
+    (root / "big.png").write_bytes(portrait_png + b"\0" * 2000)
+    (root / "bomb.png").write_bytes(_png(3000, 3000))  # 9 MP, tiny on disk
+    settings = Settings(avatars_dir=root, media_bucket=None, model_root=tmp_path / "none",
+                        max_image_bytes=len(portrait_png) + 1000, max_image_pixels=1_000_000)
+    listed = {a.id: a.file for a in avatars.list_avatars(settings)}
+    assert listed == {"UPPER": "UPPER.PNG", "alice": "alice.png", "bob": "bob.jpg"}
+    for avatar_id, name in listed.items():
+        assert avatars.load_avatar_image(avatar_id, settings) == (root / name).read_bytes()
+    for avatar_id in ("notimage", "big", "bomb", "upper"):
+        with pytest.raises(AvatarError, match="unknown avatar_id"):
+            avatars.load_avatar_image(avatar_id, settings)
+
+
+def test_bucket_listing_and_serving_agree(monkeypatch, tmp_path, portrait_png):
+    store = _MemoryStore({"avatars/Carol.JPG": portrait_png, "avatars/dave.webp": b"w" * 10,
+                          "avatars/dave.jpeg": portrait_png, "avatars/huge.png": b"x" * (len(portrait_png) + 1)})
+    monkeypatch.setattr(delivery, "get_store", lambda settings: store)
+    settings = Settings(avatars_dir=None, model_root=tmp_path, max_image_bytes=len(portrait_png))
+    listed = {a.id: a.file for a in avatars.list_avatars(settings)}
+    assert listed == {"Carol": "avatars/Carol.JPG", "dave": "avatars/dave.jpeg"}
+    assert avatars.load_avatar_image("Carol", settings) == portrait_png
+    assert avatars.load_avatar_image("dave", settings) == portrait_png
