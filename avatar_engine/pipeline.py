@@ -26,12 +26,14 @@ from .media.delivery import (
     deliver_url,
     get_store,
     inputs_digest,
+    load_result_card,
     render_key,
     resolve_delivery,
+    save_result_card,
 )
 from .media.encode import Mp4Writer, pick_encoder
 from .media.fetch import load_input
-from .media.hls import LiveOutput, keyframe_interval, make_live
+from .media.hls import InlineLive, LiveOutput, keyframe_interval, make_live, stream_cached
 from .media.image import decode_image, fit_image
 from .media.prefetch import prefetch
 from .schema import RenderRequest
@@ -355,8 +357,10 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
             cached = deadline.call(lambda: deliver_url(store, None, key, {}) if store.exists(key) else None,
                                    stage="deliver")
         if cached:
-            return finish({**cached, **caption_result(request, job.audio, store, key), "cached": True,
-                           "engine": chain[0].name, "encoder": None, **summary})
+            if emit is not None:  # a streaming deployment streams the cached video like a fresh render
+                stream_cached(emit, store, key, job.audio, work_dir=settings.work_dir, deadline=deadline)
+            return finish({"engine": chain[0].name, "encoder": None, **summary, **load_result_card(store, key),
+                           **cached, **caption_result(request, job.audio, store, key), "cached": True})
     encoder = pick_encoder(settings.video_encoder)
     with timer.stage("prepare"):
         restorer = _restorer(request, mode, settings, warnings)  # before rendering: fails fast
@@ -397,8 +401,8 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
             # 6. deliver: bucket URL, local path or inline base64 (captions beside it)
             report("deliver", 0.0)
             with timer.stage("deliver"):
-                delivered = _deliver(mp4, delivery, request, settings, store, key_for(done.engine), done, out_path,
-                                     deadline)
+                delivered = live.delivered() if isinstance(live, InlineLive) and delivery == "base64" else \
+                    _deliver(mp4, delivery, request, settings, store, key_for(done.engine), done, out_path, deadline)
                 delivered.update(deadline.call(lambda: caption_result(
                     request, job.audio, store if delivery == "url" else None,
                     key_for(done.engine) if delivery == "url" else None), stage="deliver"))
@@ -419,6 +423,8 @@ def render(request: RenderRequest, *, settings: Settings | None = None, local: L
         result["fallback_from"] = done.failures
     if done.suspect:
         result["refresh_worker"] = True  # the SDK recycles the worker after this job
+    if delivery == "url":  # a later cache hit answers with these fields too
+        save_result_card(store, key_for(done.engine), result, deadline=deadline)
     return finish(result)
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import logging
 import shutil
+import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -13,6 +16,8 @@ import numpy as np
 
 from ..errors import AvatarError
 from ..settings import Settings
+
+log = logging.getLogger(__name__)
 
 _store_lock = threading.Lock()
 _stores: dict[int, object] = {}
@@ -96,3 +101,39 @@ def deliver_path(mp4: Path, settings: Settings, *, name: str | None = None, exac
     size = mp4.stat().st_size
     shutil.move(str(mp4), str(target))
     return {"video_path": str(target.resolve()), "video_bytes": size}
+
+
+#: result fields that belong to one delivery, not to the render: a cache hit makes its own
+_PER_DELIVERY = ("video_url", "object_name", "expires_at", "cached", "captions", "captions_url", "timings_ms",
+                 "warnings", "refresh_worker", "video_stream", "video_bytes", "video_b64", "video_path")
+
+
+def _card_name(key: str) -> str:
+    return f"{key.rsplit('.', 1)[0]}.result.json"
+
+
+def save_result_card(store, key: str, result: dict, *, deadline=None) -> None:
+    """Keep what describes the render (engine, chain, encoder, lipsync, sizes...) beside its cached MP4, so
+    a cache hit answers with the same fields as the render did. Best effort: a failure only logs."""
+    card = {k: v for k, v in result.items() if k not in _PER_DELIVERY}
+    try:
+        with tempfile.TemporaryDirectory(prefix="avatar-card-") as tmp:
+            path = f"{tmp}/card.json"
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(card, f)
+            store.upload(path, _card_name(key), content_type="application/json", metadata={"kind": "result"},
+                         cache_control="private, max-age=86400, immutable", deadline=deadline)
+    except Exception:  # noqa: BLE001 - the video is delivered; a later cache hit reports fewer fields
+        log.warning("could not store the result card of %s", key, exc_info=True)
+
+
+def load_result_card(store, key: str) -> dict:
+    """The render fields saved by `save_result_card` ({} when there is none, e.g. an older cached object)."""
+    try:
+        card = json.loads(store.read(_card_name(key), max_bytes=1024 * 1024))
+    except FileNotFoundError:
+        return {}
+    except Exception:  # noqa: BLE001 - a broken card must not fail a cache hit
+        log.warning("could not read the result card of %s", key, exc_info=True)
+        return {}
+    return card if isinstance(card, dict) else {}

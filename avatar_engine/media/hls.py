@@ -9,7 +9,12 @@ with its own AAC track through FFmpeg's `hls` muxer into the job's temp folder (
   re-uploaded listing signed segment URLs; the last playlist carries `#EXT-X-ENDLIST`. A failed,
   timed-out or cancelled job deletes every object it uploaded.
 * without one (`InlineLive`): the fMP4 bytes inline, base64, in chunks of at most `INLINE_CHUNK_BYTES`
-  (well under the SDK's 1 MB stream-chunk limit); init + all chunks concatenated is a playable MP4.
+  (well under the SDK's 1 MB stream-chunk limit); init + all chunks concatenated is a playable MP4. The
+  chunks are the delivery: the last item says how many there were (`video_stream`), it does not repeat them.
+
+Audio and video start together: the AAC priming keeps its negative timestamps and the audio track's edit
+list trims it (as in the MP4), so no track is shifted and `ffmpeg -c copy` keeps both at 0. A cache hit
+streams the cached MP4 the same way (`replay`: its packets copied into new segments).
 
 Events are plain dicts handed to `emit` (the generator handler yields them); the job's last yield is
 the usual result dict.
@@ -18,6 +23,7 @@ the usual result dict.
 from __future__ import annotations
 
 import base64
+import io
 import logging
 import math
 import queue
@@ -93,7 +99,10 @@ class HlsTee:
         self._out = av.open(str(self.playlist), "w", format="hls", options={
             "hls_time": f"{SEGMENT_S:g}", "hls_segment_type": "fmp4", "hls_playlist_type": "event",
             "hls_fmp4_init_filename": "init.mp4", "hls_segment_filename": str(self.folder / "seg%05d.m4s"),
-            "hls_flags": "independent_segments+temp_file"})
+            "hls_flags": "independent_segments+temp_file"},
+            # AAC priming stays at a negative time, trimmed by the audio track's edit list (as in the MP4): shifting
+            # every track by it instead would start the video 1024 samples (64 ms at 16 kHz) after the audio
+            container_options={"avoid_negative_ts": "disabled"})
         self._vstream = self._out.add_stream_from_template(template)
         self._astream = self._out.add_stream("aac", rate=self._audio.rate)
         self._astream.layout = self._layout
@@ -204,12 +213,32 @@ class LiveOutput:
 
 
 class InlineLive(LiveOutput):
-    """fMP4 bytes inline: `{"event": "chunk", "index", "segment", "data_b64"}`; chunk 0 starts with init."""
+    """fMP4 bytes inline: `{"event": "chunk", "index", "segment", "data_b64"}`; chunk 0 starts with init.
+
+    The chunks are the delivered video: the job's last item refers to them (`delivered()`) instead of
+    repeating the MP4 as base64, so a clip over MAX_BASE64_BYTES never fails after it was streamed."""
 
     def __init__(self, emit: Emit):
         super().__init__(emit)
         self._init = b""
         self._chunks = 0
+        self._bytes = 0
+        self._segments: list[float] = []
+
+    def tee(self, folder: Path, audio: AudioClip, fps: int) -> HlsTee:
+        if self._published:  # a fallback restarts the stream: count the new one only
+            self._chunks, self._bytes, self._segments = 0, 0, []
+        return super().tee(folder, audio, fps)
+
+    def finish(self) -> None:
+        super().finish()
+        self.emit({"event": "end", "chunks": self._chunks, "bytes": self._bytes, "segments": len(self._segments),
+                   "duration_s": round(sum(self._segments), 3)})
+
+    def delivered(self) -> dict:
+        """The result's delivery fields: where the video went (the chunks above), not the video again."""
+        return {"video_stream": {"format": "fmp4", "chunks": self._chunks, "segments": len(self._segments)},
+                "video_bytes": self._bytes}
 
     def start(self, *, store, name_stem: str, deadline: Deadline) -> None:
         self.emit({"event": "stream", "format": "fmp4", "segment_s": SEGMENT_S,
@@ -221,6 +250,8 @@ class InlineLive(LiveOutput):
     def _on_segment(self, segment: Segment) -> None:
         data = self._init + segment.path.read_bytes()
         self._init = b""
+        self._bytes += len(data)
+        self._segments.append(segment.duration_s)
         for start in range(0, len(data), INLINE_CHUNK_BYTES):
             self.emit({"event": "chunk", "index": self._chunks, "segment": segment.index,
                        "duration_s": segment.duration_s if start == 0 else 0.0,
@@ -362,3 +393,31 @@ class BucketLive(LiveOutput):
 
 def make_live(emit: Emit, store) -> LiveOutput:
     return BucketLive(emit) if store is not None else InlineLive(emit)
+
+
+def replay(live: LiveOutput, mp4: bytes, audio: AudioClip, folder: Path, *, store, name_stem: str,
+           deadline: Deadline) -> None:
+    """Stream an MP4 that already exists (a cache hit) like a live render: its H.264 packets are copied into
+    new segments (no re-encode) with `audio` as the AAC track, so a streaming client gets the same events
+    (playlist or chunks, then `end`) whether the render ran now or earlier."""
+    live.start(store=store, name_stem=name_stem, deadline=deadline)
+    try:
+        with av.open(io.BytesIO(mp4)) as source:
+            stream = source.streams.video[0]
+            tee = live.tee(folder, audio, max(1, round(float(stream.average_rate or 25))))
+            for packet in source.demux(stream):
+                deadline.check("stream the cached video")
+                if packet.dts is not None:
+                    tee.video(packet, stream)
+        live.finish()
+    except BaseException:
+        live.discard()
+        raise
+
+
+def stream_cached(emit: Emit, store, key: str, audio: AudioClip, *, work_dir, deadline: Deadline) -> None:
+    """A cache hit on a streaming deployment: the cached MP4 (bucket object `key`) streamed through `emit`."""
+    mp4 = deadline.call(lambda: store.read(key), stage="deliver (read the cached video)")
+    with tempfile.TemporaryDirectory(prefix="avatar-job-", dir=work_dir) as tmp:
+        replay(make_live(emit, store), mp4, audio, Path(tmp), store=store, name_stem=key.rsplit(".", 1)[0],
+               deadline=deadline)
