@@ -3,7 +3,8 @@
 Answers in milliseconds on a warm worker: the device and its free memory, whether NVENC opens (probed
 once per process by `media.encode.pick_encoder`), and per engine and stage its license, whether it can
 run, whether `auto` would pick it, and each checkpoint file's state (found / missing / size / checksum,
-from `inventory`, never by hashing). Engines listed in the inventory that this build does not contain yet
+from `inventory`, never by hashing), and whether a browser can play the bucket's URLs (its CORS policy,
+read at most once per 10 minutes). Engines listed in the inventory that this build does not contain yet
 appear with `registered: false`, so a deployer sees what mounting their weights would need.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import threading
 import time
 from typing import Any
 
@@ -95,6 +97,51 @@ def auto_chain(settings: Settings) -> list[str] | None:
         return None
 
 
+#: how long a bucket CORS answer is reused (health stays cheap: one metadata read per worker per period)
+PLAYBACK_TTL_S = 600.0
+_playback_lock = threading.Lock()
+_playback_cache: dict[int, tuple[float, dict[str, Any]]] = {}
+
+
+def _playback_check(settings: Settings) -> dict[str, Any]:
+    from ..media.delivery import get_store
+
+    try:
+        store = get_store(settings)
+    except Exception as exc:  # noqa: BLE001 - a broken bucket configuration is reported, not raised
+        return {"bucket": True, "ok": False, "reason": f"the bucket client could not be built ({type(exc).__name__})"}
+    if store is None:
+        return {"bucket": False, "ok": True, "reason": "no bucket: videos and streams are returned inline"}
+    if not hasattr(store, "cors_rules"):
+        return {"bucket": True, "ok": None, "reason": "this store cannot report its CORS policy"}
+    try:
+        rules = store.cors_rules()
+    except Exception as exc:  # noqa: BLE001 - no permission, no network: say so, never fail health
+        return {"bucket": True, "ok": None, "reason": f"the bucket's CORS policy could not be read "
+                f"({type(exc).__name__}); browser playback (hls.js, <video crossorigin>) fails without one: "
+                "see docs/DEPLOY.md, 'Browser playback (CORS)'"}
+    origins = sorted({o for rule in rules if "GET" in rule["methods"] for o in rule["origins"]})
+    if not origins:
+        return {"bucket": True, "ok": False, "origins": [], "reason": "no bucket CORS rule allows GET: browsers "
+                "will block the playlist and segments ('blocked by CORS'); see docs/DEPLOY.md, 'Browser playback "
+                "(CORS)'"}
+    return {"bucket": True, "ok": True, "origins": origins}
+
+
+def browser_playback(settings: Settings) -> dict[str, Any]:
+    """Whether a browser can play this worker's bucket URLs (HLS via hls.js needs the bucket's CORS to allow
+    GET from the page's origin); checked once per `PLAYBACK_TTL_S`, `checked_at` says when."""
+    now = time.time()
+    with _playback_lock:
+        cached = _playback_cache.get(id(settings))
+        if cached is not None and now - cached[0] < PLAYBACK_TTL_S:
+            return cached[1]
+    report = {**_playback_check(settings), "checked_at": round(now, 1)}
+    with _playback_lock:
+        _playback_cache[id(settings)] = (now, report)
+    return report
+
+
 def health(settings: Settings) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = {
@@ -105,6 +152,7 @@ def health(settings: Settings) -> dict[str, Any]:
         "engines": engine_reports(settings),
         "stages": stage_reports(settings),
         "auto_chain": auto_chain(settings),
+        "browser_playback": browser_playback(settings),
     }
     out["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 1)
     return out

@@ -280,6 +280,13 @@ class GCSStore(BucketStore):
         blobs = self._bucket.list_blobs(prefix=key_prefix, delimiter="/", timeout=timeout, retry=None)
         return [(b.name, int(b.size or 0)) for b in blobs]
 
+    def cors_rules(self, timeout: tuple[float, float] = (3.0, 5.0)) -> list[dict[str, list[str]]]:
+        """The bucket's CORS rules as `[{"origins": [...], "methods": [...]}]` (one metadata GET, no retries);
+        raises when the bucket's metadata cannot be read (needs storage.buckets.get)."""
+        bucket = self._client.get_bucket(self.bucket_name, timeout=timeout)
+        return [{"origins": list(rule.get("origin") or []), "methods": [m.upper() for m in rule.get("method") or []]}
+                for rule in bucket.cors or []]
+
     def _public_url(self, key: str) -> str | None:
         """GCS_PUBLIC: the bucket must grant allUsers read."""
         return f"{self.endpoint}/{self.bucket_name}/{quote(key, safe='/~')}" if self.public else None

@@ -175,6 +175,21 @@ class S3Store(BucketStore):
             Bucket=self.bucket_name, Prefix=key_prefix, Delimiter="/")
         return [(o["Key"], int(o["Size"])) for page in pages for o in page.get("Contents", [])]
 
+    def cors_rules(self, timeout: tuple[float, float] = (3.0, 5.0)) -> list[dict[str, list[str]]]:
+        """The bucket's CORS rules as `[{"origins": [...], "methods": [...]}]` ([] when none is set); raises
+        when they cannot be read (needs s3:GetBucketCORS; R2 tokens with admin read)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            answer = self._client.get_bucket_cors(Bucket=self.bucket_name)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchCORSConfiguration":
+                return []
+            raise
+        return [{"origins": list(rule.get("AllowedOrigins") or []),
+                 "methods": [m.upper() for m in rule.get("AllowedMethods") or []]}
+                for rule in answer.get("CORSRules") or []]
+
     def _public_url(self, key: str) -> str | None:
         return f"{self.public_base_url}/{quote(key, safe='/~')}" if self.public_base_url else None
 
