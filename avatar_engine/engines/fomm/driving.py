@@ -154,7 +154,7 @@ def _open_video(data: bytes, limits: DrivingLimits):
 
     cap = {"max_pixels": str(limits.max_pixels)}
     try:
-        return av.open(io.BytesIO(data), mode="r", metadata_errors="ignore", stream_options=[cap] * 64)
+        return av.open(io.BytesIO(data), mode="r", metadata_errors="ignore", options=cap)
     except (av.FFmpegError, ValueError, OSError) as exc:
         raise AvatarError("unsupported_media",
                           f"the driving video could not be opened as a video file ({exc})") from None
