@@ -155,7 +155,10 @@ class JobStatus:
     def result(self) -> RenderResult:
         """The render result; raises `JobFailed` for anything but a completed render."""
         if self.status == "COMPLETED" and isinstance(self.output, dict):
-            return RenderResult.model_validate(self.output)
+            output = self.output
+            if output.get("video_stream") and not output.get("video_b64"):
+                output = {**output, "video_b64": _joined_chunks(self.chunks)}
+            return RenderResult.model_validate(output)
         raise self.failure()
 
     def failure(self) -> JobFailed:
@@ -185,6 +188,18 @@ class JobStatus:
             error, status = parse_error(output["error"]), "FAILED"  # a handler error passed on as output
         return cls(id=str(body.get("id") or job_id or ""), status=status, output=output, error=error,
                    delay_ms=body.get("delayTime"), execution_ms=body.get("executionTime"), raw=body, chunks=chunks)
+
+
+def _joined_chunks(items: list) -> str | None:
+    """A streaming deployment without a bucket sends the video only as inline fMP4 chunks (its last item
+    refers to them, `video_stream`): their bytes in order, after the last `restart`, as one base64 string."""
+    data: list[bytes] = []
+    for item in items:
+        if isinstance(item, dict) and item.get("event") == "restart":
+            data = []
+        elif isinstance(item, dict) and item.get("event") == "chunk":
+            data.append(base64.b64decode(item.get("data_b64") or ""))
+    return base64.b64encode(b"".join(data)).decode("ascii") if data else None
 
 
 @dataclass(frozen=True)
