@@ -10,6 +10,7 @@ import logging
 import os
 import stat
 import sys
+from pathlib import Path
 
 from .errors import AvatarError
 from .settings import get_settings

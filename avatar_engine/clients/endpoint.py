@@ -157,7 +157,7 @@ class JobStatus:
         if self.status == "COMPLETED" and isinstance(self.output, dict):
             output = self.output
             if output.get("video_stream") and not output.get("video_b64"):
-                output = {**output, "video_b64": _joined_chunks(self.chunks)}
+                output = {**output, "video_b64": video_from_chunks(self.chunks)}
             return RenderResult.model_validate(output)
         raise self.failure()
 
@@ -190,7 +190,7 @@ class JobStatus:
                    delay_ms=body.get("delayTime"), execution_ms=body.get("executionTime"), raw=body, chunks=chunks)
 
 
-def _joined_chunks(items: list) -> str | None:
+def video_from_chunks(items: list) -> str | None:
     """A streaming deployment without a bucket sends the video only as inline fMP4 chunks (its last item
     refers to them, `video_stream`): their bytes in order, after the last `restart`, as one base64 string."""
     data: list[bytes] = []

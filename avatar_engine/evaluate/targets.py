@@ -102,29 +102,33 @@ class RemoteTarget:
             health = {"error": exc.to_dict()}
         return {"kind": self.kind, "where": self.where, "api_shape": self.client.shape, "health": health}
 
-    def _streamed(self, job_id: str, started: float) -> tuple[Any, float | None]:
-        first, output = None, None
+    def _streamed(self, job_id: str, started: float) -> tuple[Any, float | None, list]:
+        first, output, items = None, None, []
         for item in self.client.stream(job_id, timeout_s=self.timeout_s):
+            items.append(item)
             if _is_segment(item) and first is None:
                 first = time.perf_counter() - started
             if isinstance(item, (dict, list)) and not (isinstance(item, dict) and "event" in item):
                 output = item
-        return output, first
+        return output, first, items
 
     def run(self, payload: dict, video_path: Path, *, stream: bool) -> Outcome:
-        from ..clients.endpoint import RenderResult
+        from ..clients.endpoint import RenderResult, video_from_chunks
 
         started, first = time.perf_counter(), None
         try:
             job = self.client.run(payload)
             if stream and not job.done:
-                output, first = self._streamed(job.id, started)
+                output, first, items = self._streamed(job.id, started)
             else:
                 final = job if job.done else self.client.wait(job.id, timeout_s=self.timeout_s)
                 if not final.ok:
                     raise final.failure()
-                output = final.output
+                output, items = final.output, final.chunks
+            items = output if isinstance(output, list) else items
             output = _final_output(output)
+            if isinstance(output, dict) and output.get("video_stream") and not output.get("video_b64"):
+                output = {**output, "video_b64": video_from_chunks(items)}  # no bucket: the chunks are the video
             if not isinstance(output, dict):
                 raise AvatarError("internal", "the job ended without a render result")
             if "error" in output:
