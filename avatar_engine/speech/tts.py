@@ -207,7 +207,11 @@ def check_text(text: str, settings: Settings) -> None:
 
 
 def speak(text: str, *, voice: str | None, language: str, settings: Settings) -> AudioClip:
-    """The spoken text as an AudioClip; eSpeak clips carry the synthesizer's phone and word timeline."""
+    """The spoken text as an AudioClip; eSpeak clips carry the synthesizer's phone and word timeline.
+    Control characters are removed first (eSpeak would stop at a NUL), as the request schema does."""
+    from ..schema import CONTROL_CHARS
+
+    text = CONTROL_CHARS.sub("", text) if isinstance(text, str) else text
     check_text(text, settings)
     backend, name = resolve_voice(voice, language)
     if backend == "piper":

@@ -143,3 +143,13 @@ def test_languages_whose_code_is_not_a_voice_file_still_speak(language, settings
     """eSpeak loads `fr-fr` or `en-gb` only by their voice files (`fr`, `en`); the evaluator's French failed."""
     clip = speak("Bonjour. Hello.", voice=None, language=language, settings=settings)
     assert clip.duration_s > 0.3
+
+
+def test_control_characters_never_cut_the_speech_short():
+    """Callers that bypass the request schema (live sessions) get the same cleaning (#22 item 9)."""
+    whole = speak("Hello there friend.", voice=None, language="en", settings=Settings())
+    dirty = speak("Hello\x00 there\x1b friend.\x07", voice=None, language="en", settings=Settings())
+    assert abs(dirty.duration_s - whole.duration_s) < 0.05
+    assert [w.text for w in dirty.timeline.words] == [w.text for w in whole.timeline.words]
+    with pytest.raises(AvatarError, match="produced no speech"):
+        speak("\x00...", voice=None, language="en", settings=Settings())
