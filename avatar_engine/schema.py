@@ -206,9 +206,14 @@ class RenderRequest(BaseModel):
             raise ValueError("give reference_video_url or reference_video_b64, not both")
         if (self.reference_video_url or self.reference_video_b64) and self.engine not in ("fomm", "auto"):
             raise ValueError(f"a reference video drives the 'fomm' engine only (engine is '{self.engine}')")
-        from .stages.captions import check_text_options
+        return self._text_options()
 
-        check_text_options(self)
+    def _text_options(self):
+        # what the text-input options need: a voice speaks text, captions need the words
+        if self.voice is not None and self.text is None:
+            raise ValueError("voice applies to text input only; give text, or leave voice out")
+        if (self.captions or self.captions_burn) and self.text is None and not self.transcript:
+            raise ValueError("captions need the words: give text, or a transcript with the audio")
         return self
 
     def options_digest(self) -> str:
@@ -232,15 +237,24 @@ def _describe(err: dict) -> str:
     return f"{loc}: {msg}" if loc else msg
 
 
-def parse_request(payload, *, local: bool = False) -> RenderRequest:
+def parse_request(payload, *, local: bool = False, settings=None) -> RenderRequest:
     """Validate `job["input"]`; every problem becomes one `invalid_input` error listing all fields.
 
-    `local=True` (CLI only) skips the image/audio source fields, which the CLI fills from files.
+    `local=True` (CLI only) skips the image/audio source fields, which the CLI fills from files. A request
+    without `quality_mode` gets the deployment's DEFAULT_QUALITY_MODE (`settings`, else the process's) here,
+    once: every later step reads the mode from the request.
     """
     if not isinstance(payload, dict):
         raise AvatarError("invalid_input", f"input must be a JSON object, got {type(payload).__name__}")
     try:
-        return RenderRequest.model_validate(payload, context={"local": local})
+        request = RenderRequest.model_validate(payload, context={"local": local})
     except ValidationError as exc:
         problems = describe_problems(exc)
         raise AvatarError("invalid_input", "; ".join(problems), details={"fields": problems}) from None
+    if "quality_mode" not in request.model_fields_set:
+        from .settings import get_settings
+
+        default = (settings or get_settings()).default_quality_mode
+        if default != "auto":
+            request = request.model_copy(update={"quality_mode": default})
+    return request

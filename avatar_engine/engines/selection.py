@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from ..errors import AvatarError
 from ..runtime.device import GIB, gpu_free_bytes
 from ..settings import Settings
+from ..stages import RESTORE, FrameStage
 from .base import Engine
 
 HQ_ENGINES = ("fomm", "diff2lip")  # plus the GFPGAN restoration stage
@@ -27,12 +28,27 @@ HQ_ENGINES = ("fomm", "diff2lip")  # plus the GFPGAN restoration stage
 
 @dataclass(frozen=True)
 class Plan:
-    """One way to render: an engine, request options it implies, and the stage names the result reports."""
+    """One way to render: an engine, the request options it implies, and the frame stages of its chain."""
 
     engine: Engine
-    stages: tuple[str, ...]
+    chain: tuple[str, ...]  # the engines that draw the frames, e.g. ("parametric", "wav2lip")
     options: dict = field(default_factory=dict)  # request fields set for this plan (e.g. SadTalker's lip_refine)
-    restore: bool = False  # GFPGAN is part of this chain
+    frame_stages: tuple[FrameStage, ...] = ()  # stages that belong to this chain (the request may add or drop one)
+    quality_mode: str = "real_time"  # the mode this chain is
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """Every stage name of the chain, engines first (what health and `auto_picks` report)."""
+        return self.chain + tuple(stage.name for stage in self.frame_stages)
+
+    @property
+    def restore(self) -> bool:
+        """Whether face restoration belongs to this chain."""
+        return RESTORE in self.frame_stages
+
+    def run_mode(self, requested: str) -> str:
+        """The quality mode a render of this plan runs in (encoder preset): the chain's, or what was asked."""
+        return "high_quality" if "high_quality" in (self.quality_mode, requested) else "real_time"
 
 
 @dataclass(frozen=True)
@@ -66,18 +82,16 @@ def _real_time(engines: dict[str, Engine], order: tuple[str, ...], settings: Set
 
 def hq_missing(engines: dict[str, Engine], settings: Settings) -> list[str]:
     """What the high-quality chain lacks here (empty when FOMM, Diff2Lip and GFPGAN can all run)."""
-    from ..stages.restore.stage import lookup as gfpgan_lookup
-
     missing = [f"{name}: {engines[name].status(settings).reason}" if name in engines else f"{name}: not built in"
                for name in HQ_ENGINES if not _usable(engines, name, settings)]
-    gfpgan = gfpgan_lookup(settings)
-    if not gfpgan.found:
-        missing.append(f"gfpgan: {gfpgan.missing_reason('GFPGAN checkpoint')}")
+    restore = RESTORE.status(settings)
+    if not restore.available:
+        missing.append(f"{RESTORE.name}: {restore.reason}")
     return missing
 
 
 def _high_quality(engines: dict[str, Engine]) -> Plan:
-    return Plan(engines["fomm"], ("fomm", "diff2lip", "gfpgan"), {"fomm": {"lips": "diff2lip"}}, restore=True)
+    return Plan(engines["fomm"], HQ_ENGINES, {"fomm": {"lips": "diff2lip"}}, (RESTORE,), "high_quality")
 
 
 def select(engines: dict[str, Engine], order: tuple[str, ...], requested: str, quality_mode: str,

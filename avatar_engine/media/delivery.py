@@ -1,4 +1,4 @@
-"""Handing the finished MP4 to the caller: inline base64, a local path, or a bucket URL."""
+"""Handing the finished MP4 to the caller: inline base64, a local path, or a bucket URL (captions beside it)."""
 
 from __future__ import annotations
 
@@ -137,3 +137,22 @@ def load_result_card(store, key: str) -> dict:
         log.warning("could not read the result card of %s", key, exc_info=True)
         return {}
     return card if isinstance(card, dict) else {}
+
+
+def deliver_captions(request, audio, store=None, video_key: str | None = None) -> dict:
+    """`captions` (the file's text) and, with a bucket, `captions_url` of the same file beside the MP4."""
+    if not request.captions:
+        return {}
+    from ..speech.captions import CONTENT_TYPES, audio_cues, format_captions
+
+    text = format_captions(audio_cues(audio), request.captions)
+    out = {"captions": text}
+    if store is not None and video_key:
+        name = f"{video_key.rsplit('.', 1)[0]}.{request.captions}"
+        with tempfile.TemporaryDirectory(prefix="avatar-captions-") as tmp:
+            path = Path(tmp) / name
+            path.write_text(text, encoding="utf-8")
+            store.upload(path, name, content_type=f"{CONTENT_TYPES[request.captions]}; charset=utf-8",
+                         metadata={"kind": "captions"}, cache_control="private, max-age=86400, immutable")
+        out["captions_url"] = store.link(name).url
+    return out

@@ -20,7 +20,7 @@ from ..pipeline import render, suspect_process_state
 from ..runtime.checkpoints import report_bad_explicit_paths
 from ..schema import parse_request
 from ..settings import Settings, get_settings
-from ..stages.restore.stage import gfpgan_checkpoint, load_restorer_model
+from ..stages import warm_up_stages
 from .actions import run_action
 from .health import device_report
 
@@ -73,11 +73,7 @@ def warm_up() -> None:
     if "torch" in sys.modules:  # a neural engine is loaded: probe CUDA now, so health answers in milliseconds
         device_report()
     pick_encoder(settings.video_encoder)
-    if gfpgan_checkpoint(settings):
-        try:
-            load_restorer_model(settings)
-        except Exception:  # noqa: BLE001 - reported to the jobs that ask for enhance
-            log.exception("loading GFPGAN failed")
+    warm_up_stages(settings, log)
     for engine in ENGINES.values():
         if engine.status(settings).available:
             try:
@@ -102,7 +98,7 @@ def run_job(job: dict, *, settings: Settings | None = None, deadline=None, emit=
         payload = job.get("input") if isinstance(job, dict) else None
         if isinstance(payload, dict) and "action" in payload:
             return run_action(payload, settings or get_settings())
-        request = parse_request(payload)
+        request = parse_request(payload, settings=settings)
         report = progress or _progress_reporter(job if isinstance(job, dict) else {})
         return _redacted(render(request, settings=settings, progress=report, deadline=deadline, emit=emit))
     except AvatarError as exc:

@@ -7,10 +7,11 @@ import re
 import numpy as np
 import pytest
 
+from avatar_engine.speech.captions import Cue, cues_from_words, to_srt, to_vtt
 from avatar_engine.speech.espeak import engine
 from avatar_engine.speech.timeline import Word
 from avatar_engine.speech.tts import timeline_from_events
-from avatar_engine.stages.captions import Cue, burn_captions, cues_from_words, to_srt, to_vtt
+from avatar_engine.stages.captions import burn_captions
 
 SRT_BLOCK = re.compile(r"^(\d+)\n(\d\d):(\d\d):(\d\d),(\d{3}) --> (\d\d):(\d\d):(\d\d),(\d{3})\n([^\n]+)$")
 VTT_CUE = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) --> (\d\d):(\d\d):(\d\d)\.(\d{3})\n([^\n]+)$")
