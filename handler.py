@@ -6,7 +6,6 @@ async generator (the `/stream` contract): live video events, then the usual resu
 """
 
 import logging
-import os
 
 import runpod
 
@@ -14,7 +13,7 @@ from avatar_engine.serving.handlers import run_async, sdk_config, stream_async
 from avatar_engine.serving.worker import warm_up
 from avatar_engine.settings import get_settings
 
-logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+logging.basicConfig(level=get_settings().log_level or "INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 warm_up()
 
 #: one job in, one result dict out (`error` holds a JSON string with `code` and `message`)

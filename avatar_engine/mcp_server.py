@@ -437,7 +437,7 @@ async def manifest() -> dict:
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "WARNING"))
+    logging.basicConfig(level=get_settings().log_level or "WARNING")
     server.run("stdio")
 
 

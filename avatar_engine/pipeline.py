@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ from .media.fetch import load_input
 from .media.hls import InlineLive, LiveOutput, keyframe_interval, make_live, stream_cached
 from .media.image import decode_image, fit_image
 from .media.prefetch import prefetch
+from .runtime.device import empty_gpu_cache
 from .schema import RenderRequest
 from .serving.deadline import Deadline
 from .settings import Settings, get_settings
@@ -315,12 +315,6 @@ def _is_cuda_oom(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc)
 
 
-def _free_cuda_cache() -> None:
-    torch = sys.modules.get("torch")  # only a neural engine can run out of GPU memory: torch is loaded
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def _job_for(plan: Plan, job: RenderJob) -> RenderJob:
     """The job with the request options the plan implies (e.g. SadTalker's lip_refine in real-time mode)."""
     updates = {}
@@ -337,7 +331,7 @@ def _halved(plan_job: RenderJob, engine_name: str, info: dict, exc: Exception) -
     """After a CUDA out-of-memory: the job with half the batch, or None once the batch was one frame."""
     if not _is_cuda_oom(exc):
         return None
-    _free_cuda_cache()
+    empty_gpu_cache()
     batch = plan_job.batch_limit or int(info.get("batch_size") or 16)
     if batch <= 1:
         return None

@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     work_dir: Path | None = Field(None, description="parent of per-job temp dirs (default: system temp)")
     torch_threads: int = Field(0, description="0 = all cores")
     cpu_bf16: bool = Field(True, description="bfloat16 inference on CPUs with native bf16 (AMX/AVX512-BF16)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None = Field(
+        None, description="log level (LOG_LEVEL); unset: INFO for the worker, WARNING for the MCP server")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_name(cls, value):
+        return value.upper() if isinstance(value, str) else value
 
     # --- live sessions (`python -m avatar_engine live`, docs/LIVE.md) -------------------------
     port: int = Field(8000, ge=1, le=65535,

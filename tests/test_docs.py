@@ -6,7 +6,7 @@ from avatar_engine.settings import Settings
 from tests.support.media import REPO
 
 # read by libraries or the handler, not by Settings
-EXTERNAL = {"STORAGE_EMULATOR_HOST", "LOG_LEVEL"}
+EXTERNAL = {"STORAGE_EMULATOR_HOST"}
 
 
 def _documented() -> set[str]:

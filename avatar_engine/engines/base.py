@@ -26,7 +26,7 @@ class RenderJob:
     n_frames: int
     settings: Settings
     source_scale: float = 1.0  # source image pixels per output pixel (face-size checks use the source)
-    # the job's clock and cancel token (serving.deadline.Deadline; compares with time.perf_counter() values)
+    # the job's clock and cancel token: engines call `deadline.check(stage)` in their frame loops
     deadline: Deadline = field(default_factory=Deadline.unbounded)
     batch_limit: int | None = None  # set after a CUDA out-of-memory: engines batch at most this many frames
     reference_video: bytes | None = None  # the request's driving video, fetched with the other inputs

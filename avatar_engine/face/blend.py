@@ -12,7 +12,7 @@ crops from (`face_box_from_landmarks`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -105,8 +105,12 @@ def resize_to(face: np.ndarray, width: int, height: int) -> np.ndarray:
 
 # --- face boxes from landmarks ------------------------------------------------------------------
 
+# A face box (y1, y2, x1, x2) in pixels, y2/x2 exclusive: upstream Wav2Lip's `--box` order, which the
+# request's `face_box` and the lip stages (Wav2Lip, Diff2Lip) keep. Square crops use `Box`.
+FaceBox = tuple[int, int, int, int]
 
-def face_box_from_landmarks(landmarks_xy: np.ndarray, image_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+
+def face_box_from_landmarks(landmarks_xy: np.ndarray, image_hw: tuple[int, int]) -> FaceBox:
     """A square-ish (y1, y2, x1, x2) face box from face landmarks, shaped like an S3FD detection.
 
     Expects points that outline the face (68-point iBUG, a dense mesh, or projected 3DMM points).
@@ -130,39 +134,67 @@ def face_box_from_landmarks(landmarks_xy: np.ndarray, image_hw: tuple[int, int])
     return box_y1, box_y2, box_x1, box_x2
 
 
+def motion_boxes(motion, image_hw: tuple[int, int]) -> np.ndarray:
+    """(n_frames, 4) face boxes (y1, y2, x1, x2), one per frame of a motion plan (`engines.base.MotionPlan`:
+    `n_frames` and `landmarks(i)`).
+
+    Lip stages want every box up front, so they come from where the rig places the landmarks
+    (microseconds per frame) instead of from rendered frames.
+    """
+    boxes = np.empty((motion.n_frames, 4), dtype=np.int64)
+    for i in range(motion.n_frames):
+        boxes[i] = face_box_from_landmarks(motion.landmarks(i)[:, :2], image_hw)
+    return boxes
+
+
 # --- square face crops ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SquareBox:
-    """A square region of the image in integer pixels; it extends past the image only when the image
-    is smaller than the square (then the outside is edge-replicated for the renderer and never pasted)."""
+class Box(NamedTuple):
+    """A pixel rectangle (x0, y0, x1, y1) = (left, top, right, bottom), x1/y1 exclusive: the face kit's box
+    for crops. A square crop may extend past the image only when the image is smaller than the square (or,
+    for a video's crop window, at a border): the outside is edge-replicated and never pasted."""
 
     x0: int
     y0: int
-    side: int
+    x1: int
+    y1: int
+
+    @classmethod
+    def square(cls, x0: int, y0: int, side: int) -> Box:
+        return cls(x0, y0, x0 + side, y0 + side)
 
     @property
-    def x1(self) -> int:
-        return self.x0 + self.side
+    def side(self) -> int:
+        """The longer side (of a square: its side)."""
+        return max(self.x1 - self.x0, self.y1 - self.y0)
 
-    @property
-    def y1(self) -> int:
-        return self.y0 + self.side
+    def squared(self) -> Box:
+        """The square with this box's centre whose side is its longer side (at least 1 px)."""
+        return square_around(((self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2), max(self.side, 1))
 
     def as_list(self) -> list[int]:
-        return [self.x0, self.y0, self.x1, self.y1]
+        return list(self)
 
 
-def _place(center: float, side: int, limit: int) -> int:
-    """Start of a `side`-long span centred near `center`, kept inside [0, limit) when it fits."""
+def _place(center: float, side: int, limit: int | None) -> int:
+    """Start of a `side`-long span centred near `center`; with a `limit`, kept inside [0, limit) when it fits."""
     start = int(round(center - side / 2))
+    if limit is None:
+        return start
     if side <= limit:
         return min(max(start, 0), limit - side)
     return int(round((limit - side) / 2))  # larger than the image: centre it (both ends stick out)
 
 
-def square_box(lm5: np.ndarray, image_hw: tuple[int, int], min_side: int = 32) -> SquareBox:
+def square_around(center_xy, side: int, image_hw: tuple[int, int] | None = None) -> Box:
+    """The one square-box rule: a `side` square centred at `center_xy`; with `image_hw`, shifted (not
+    clipped) to stay inside the image whenever it fits."""
+    h, w = (None, None) if image_hw is None else (int(image_hw[0]), int(image_hw[1]))
+    return Box.square(_place(center_xy[0], side, w), _place(center_xy[1], side, h), side)
+
+
+def square_box(lm5: np.ndarray, image_hw: tuple[int, int], min_side: int = 32) -> Box:
     """Upstream-sized square face crop from five points (`face.points.five_points` order, pixels, y down).
 
     The side is at most the longer image side; the square is shifted (not clipped) to stay inside the
@@ -178,10 +210,10 @@ def square_box(lm5: np.ndarray, image_hw: tuple[int, int], min_side: int = 32) -
         raise ValueError("five points must be finite")
     center = eye_avg + 0.1 * eye_to_mouth
     side = int(round(min(max(2.0 * half, min_side), max(h, w))))
-    return SquareBox(_place(center[0], side, w), _place(center[1], side, h), side)
+    return square_around(center, side, (h, w))
 
 
-def extract_square(image: np.ndarray, box: SquareBox, size: int = 256) -> np.ndarray:
+def extract_square(image: np.ndarray, box: Box, size: int = 256) -> np.ndarray:
     """The box's pixels resized to (size, size, 3) uint8; parts outside the image repeat its edge."""
     h, w = image.shape[:2]
     top, left = max(0, -box.y0), max(0, -box.x0)
@@ -197,7 +229,7 @@ class SquarePaster:
     """Blends rendered square face crops back into one portrait through a feathered ellipse: only the
     box ∩ image changes. The mask and the in-image slices are computed once per clip."""
 
-    def __init__(self, image: np.ndarray, box: SquareBox, inner: float = 0.80, outer: float = 0.96):
+    def __init__(self, image: np.ndarray, box: Box, inner: float = 0.80, outer: float = 0.96):
         h, w = image.shape[:2]
         self.image = image
         self.box = box

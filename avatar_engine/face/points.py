@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-IMAGE_LEFT_EYE_CORNERS = (33, 133)  # the subject's right eye, on the image's left in an unmirrored photo
-IMAGE_RIGHT_EYE_CORNERS = (362, 263)
-NOSE_TIP = 1
-MOUTH_CORNERS = (61, 291)
+# the mesh indices are the face kit's one set (face/regions.py); EYE_R is the image-left eye
+from .regions import EYE_L_CORNERS, EYE_R_CORNERS, MOUTH_CORNERS, NOSE_TIP
 
 
 def five_points(landmarks: np.ndarray) -> np.ndarray:
@@ -25,8 +23,8 @@ def five_points(landmarks: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected (468+, 2+) FaceMesh landmarks, got shape {lm.shape}")
     lm = lm[:, :2]
     return np.stack([
-        lm[list(IMAGE_LEFT_EYE_CORNERS)].mean(axis=0),
-        lm[list(IMAGE_RIGHT_EYE_CORNERS)].mean(axis=0),
+        lm[list(EYE_R_CORNERS)].mean(axis=0),
+        lm[list(EYE_L_CORNERS)].mean(axis=0),
         lm[NOSE_TIP],
         lm[MOUTH_CORNERS[0]],
         lm[MOUTH_CORNERS[1]],

@@ -47,6 +47,15 @@ class CheckpointStatus:
         return asdict(self)
 
 
+def checkpoint_names(folder: str) -> tuple[str, ...]:
+    """The file names looked for under MODEL_ROOT/<folder>/, best first: the manifest's files of that folder
+    in manifest order, then the names it also accepts there (`accepted`)."""
+    inventory = load_inventory()
+    listed = [entry["path"].split("/", 1)[1] for entry in inventory["files"].values()
+              if entry["path"].split("/", 1)[0] == folder]
+    return tuple(listed + list(inventory.get("accepted", {}).get(folder, ())))
+
+
 def checkpoint_path(key: str, settings: Settings) -> Path:
     """Where the worker looks for manifest entry `key`: its override (file, or folder + file name) if set,
     else MODEL_ROOT / its manifest path. Overrides are Settings fields, so an engine not built yet reads none."""

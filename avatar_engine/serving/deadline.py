@@ -30,11 +30,7 @@ class JobCancelled(BaseException):
 
 
 class Deadline:
-    """A `time.perf_counter()` instant after which the job ends with `timeout`, plus a cancel token.
-
-    Compares with plain floats (`time.perf_counter() > job.deadline`) for code written against the
-    former float field.
-    """
+    """A `time.perf_counter()` instant after which the job ends with `timeout`, plus a cancel token."""
 
     def __init__(self, timeout_s: float, *, start: float | None = None, cancelled: threading.Event | None = None):
         self.timeout_s = float(timeout_s)
@@ -120,23 +116,6 @@ class Deadline:
         """Sleep up to `seconds` (never past the deadline), woken early by a cancel; then `check`."""
         self.cancelled.wait(max(0.0, min(seconds, self.remaining())))
         self.check(stage="wait")
-
-    # -- float compatibility -------------------------------------------------------------
-
-    def __float__(self) -> float:
-        return self.at
-
-    def __lt__(self, other: float) -> bool:
-        return self.at < float(other)
-
-    def __le__(self, other: float) -> bool:
-        return self.at <= float(other)
-
-    def __gt__(self, other: float) -> bool:
-        return self.at > float(other)
-
-    def __ge__(self, other: float) -> bool:
-        return self.at >= float(other)
 
     def __repr__(self) -> str:
         return f"Deadline(timeout_s={self.timeout_s}, remaining={self.remaining():.2f}, " \

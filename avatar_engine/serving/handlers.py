@@ -20,10 +20,10 @@ import asyncio
 import functools
 import logging
 import os
-import sys
 from typing import Any, AsyncIterator
 
 from ..errors import AvatarError
+from ..runtime.device import GIB, cuda_visible, gpu_free_bytes
 from ..schema import parse_request
 from ..settings import Settings, get_settings
 from .deadline import Deadline
@@ -44,15 +44,11 @@ _DONE = object()
 
 def _gpu_free_gb() -> float | None:
     """Free memory of the first CUDA device in GiB, or None without one (no import cost on CPU boxes)."""
-    torch = sys.modules.get("torch")  # not imported: no neural engine is loaded, so this is a CPU worker
-    if torch is None:
+    if not cuda_visible(import_torch=False):
         return None
     try:
-        if not torch.cuda.is_available():
-            return None
-        free, _total = torch.cuda.mem_get_info()
-        return free / 2**30
-    except Exception:  # noqa: BLE001 - no torch, broken driver: treat as CPU-only
+        return gpu_free_bytes(import_torch=False) / GIB
+    except Exception:  # noqa: BLE001 - a broken driver: treat as CPU-only
         return None
 
 

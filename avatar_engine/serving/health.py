@@ -10,33 +10,15 @@ appear with `registered: false`, so a deployer sees what mounting their weights 
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import threading
 import time
 from typing import Any
 
+from ..runtime.device import device_report
 from ..settings import Settings
 
 log = logging.getLogger(__name__)
-_GIB = 1024 ** 3
-
-
-def device_report() -> dict[str, Any]:
-    """CUDA device name and memory, or the CPU; torch is asked only if it is installed."""
-    if importlib.util.find_spec("torch") is None:
-        return {"type": "cpu", "name": None, "torch": None}
-    import torch
-
-    out: dict[str, Any] = {"type": "cpu", "name": None, "torch": torch.__version__, "cuda": torch.version.cuda}
-    try:
-        if torch.cuda.is_available():
-            free, total = torch.cuda.mem_get_info(0)
-            out.update(type="cuda", name=torch.cuda.get_device_name(0), count=torch.cuda.device_count(),
-                       gpu_free_gb=round(free / _GIB, 2), gpu_total_gb=round(total / _GIB, 2))
-    except Exception as exc:  # noqa: BLE001 - a broken driver is something health must report, not raise
-        out["error"] = f"{type(exc).__name__}: {exc}"
-    return out
 
 
 def encoder_report(settings: Settings) -> dict[str, Any]:

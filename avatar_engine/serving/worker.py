@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 
 from ..engines import ENGINES
 from ..errors import AvatarError, parse_error, redact_paths  # noqa: F401 - parse_error: error_result's inverse
@@ -18,11 +17,11 @@ from ..face.landmarks import get_face_mesh
 from ..media.encode import pick_encoder
 from ..pipeline import render, suspect_process_state
 from ..runtime.checkpoints import report_bad_explicit_paths
+from ..runtime.device import device_report, torch_loaded
 from ..schema import parse_request
 from ..settings import Settings, get_settings
 from ..stages import warm_up_stages
 from .actions import run_action
-from .health import device_report
 
 log = logging.getLogger("avatar_engine")
 
@@ -70,7 +69,7 @@ def warm_up() -> None:
     settings = get_settings()
     report_bad_explicit_paths(settings)  # once per process: a wrong *_CKPT is a deployment mistake
     get_face_mesh()
-    if "torch" in sys.modules:  # a neural engine is loaded: probe CUDA now, so health answers in milliseconds
+    if torch_loaded():  # a neural engine is loaded: probe CUDA now, so health answers in milliseconds
         device_report()
     pick_encoder(settings.video_encoder)
     warm_up_stages(settings, log)

@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 
-from avatar_engine.face.blend import SquareBox as CropBox
+from avatar_engine.face.blend import Box, ellipse_mask, face_box_from_landmarks, lower_face_mask
 from avatar_engine.face.blend import SquarePaster as FacePaster
-from avatar_engine.face.blend import ellipse_mask, face_box_from_landmarks, lower_face_mask
 from avatar_engine.face.blend import extract_square as extract_crop
 from avatar_engine.face.blend import square_box as crop_box
 
@@ -44,11 +43,11 @@ def test_extract_crop_resizes_and_replicates_edges():
     img = np.zeros((100, 80, 3), np.uint8)
     img[:, :, 0] = np.arange(80, dtype=np.uint8)[None, :]
     img[:, :, 1] = 200
-    crop = extract_crop(img, CropBox(10, 20, 40), 64)
+    crop = extract_crop(img, Box.square(10, 20, 40), 64)
     assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8
     assert np.all(crop[:, :, 1] == 200)
     assert abs(int(crop[:, 0, 0].mean()) - 10) <= 1 and abs(int(crop[:, -1, 0].mean()) - 49) <= 1
-    out = extract_crop(img, CropBox(-10, 0, 100), 100)  # 10 px beyond each side: edge columns repeat
+    out = extract_crop(img, Box.square(-10, 0, 100), 100)  # 10 px beyond each side: edge columns repeat
     assert np.all(out[:, :10, 0] == 0) and np.all(out[:, 90:, 0] == 79) and np.array_equal(out[:, 10:90], img)
 
 
@@ -66,7 +65,7 @@ def test_ellipse_mask_feathers_to_zero_at_the_box_edges():
 def test_face_paster_changes_only_the_box_and_keeps_an_unchanged_face_identical():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
-    box = CropBox(100, -10, 70)  # sticks out at the top and the right
+    box = Box.square(100, -10, 70)  # sticks out at the top and the right
     paster = FacePaster(img, box)
     same = paster.paste(extract_crop(img, box, 70))  # same resolution: the identity face
     assert np.array_equal(same, img)

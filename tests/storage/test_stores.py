@@ -16,7 +16,7 @@ import threading
 import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlparse
 
@@ -40,6 +40,7 @@ from avatar_engine.storage import (
 )
 from tests.support.gcs import gcs_emulator as start_gcs_emulator
 from tests.support.gcs import service_account
+from tests.support.http import serve
 
 BUCKET = "avatar-test"
 SA_EMAIL = "renderer@avatar-test.iam.gserviceaccount.com"
@@ -170,11 +171,7 @@ class FaultProxy:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
+        self.server, self.url, self.thread = serve(Handler)
 
     def fail(self, count: int, *, mode: str = "503", match=lambda method, path: True) -> None:
         with self.lock:

@@ -7,6 +7,15 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str, threading.Thread]:
+    """A loopback HTTP server on a free port, serving in a daemon thread: (server, base URL, thread)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}", thread
+
+
 class HostileServer:
     """Serves `files` plus misbehaving routes. Every loop is bounded in count and time."""
 
@@ -99,12 +108,8 @@ class HostileServer:
                     return
                 return self._send(404, b"not found")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server, self.base, self.thread = serve(Handler)
         self.port = self.server.server_address[1]
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
 
     def url(self, path: str) -> str:
         return self.base + path

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from ...errors import AvatarError
 from ...runtime.cache import ModelCache, file_key
 from ...runtime.checkpoints import CheckpointLookup, find_checkpoint
+from ...runtime.inventory import checkpoint_names
 from ...runtime.loading import load_strict, read_checkpoint
 from ...settings import Settings
 from .config import Diff2LipConfig
@@ -25,7 +26,7 @@ from .config import Diff2LipConfig
 if TYPE_CHECKING:  # torch loads only when the network is built: finding the file must stay cheap
     from .nets import TFGModel
 
-PREFERRED_NAMES = ("e7.24.1.3_model260000_paper.pt", "checkpoint.pt")
+PREFERRED_NAMES = checkpoint_names("diff2lip")  # the released file, then checkpoint.pt (runtime/models.json)
 LICENSE = "CC BY-NC 4.0 (non-commercial)"
 
 
@@ -42,11 +43,6 @@ def lookup(settings: Settings) -> CheckpointLookup:
     if len(others) == 1 and os.access(others[0], os.R_OK):
         return CheckpointLookup(found.env, found.candidates + (others[0],), False, others[0])
     return found
-
-
-def find_diff2lip_checkpoint(settings: Settings) -> Path | None:
-    """The checkpoint file to use, or None when there is none (engine listings; never raises)."""
-    return lookup(settings).path
 
 
 def load_diff2lip(path: str | os.PathLike, config: Diff2LipConfig | None = None) -> "TFGModel":

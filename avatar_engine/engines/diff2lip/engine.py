@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
-from ...face.blend import face_box_from_landmarks
+from ...face.blend import face_box_from_landmarks, motion_boxes
 from ...face.locate import locate_face
-from ...runtime.device import GIB, gpu_free_bytes, torch_device, use_threads
+from ...runtime.device import batch_for_free_memory, torch_device, use_threads
 from ...settings import Settings
-from ..base import Engine, EngineStatus, LipStage, MotionPlan, MotionSource, PreparedRender, RenderJob
+from ..base import Engine, EngineStatus, LipStage, MotionSource, PreparedRender, RenderJob
 from .checkpoints import LICENSE, cached_diff2lip, lookup
 
 if TYPE_CHECKING:
@@ -48,18 +48,7 @@ CPU_WARNING = ("diff2lip ran on a CPU, where each of its {steps} sampling steps 
 def window_size(device: torch.device) -> int:
     """Frames per sampler batch: `CPU_WINDOW` on a CPU; on a GPU by free memory (estimate: ~0.15 GB a frame
     in fp16 at 128 px; upstream batches 32 x 5 = 160 frames)."""
-    if device.type != "cuda":
-        return CPU_WINDOW
-    free = gpu_free_bytes(device)
-    return 160 if free > 24 * GIB else 64 if free > 10 * GIB else 32 if free > 5 * GIB else 16
-
-
-def motion_boxes(motion: MotionPlan, image_hw: tuple[int, int]) -> np.ndarray:
-    """(n_frames, 4) face boxes (y1, y2, x1, x2) from where the rig places the landmarks (no rendering)."""
-    boxes = np.empty((motion.n_frames, 4), dtype=np.int64)
-    for i in range(motion.n_frames):
-        boxes[i] = face_box_from_landmarks(motion.landmarks(i)[:, :2], image_hw)
-    return boxes
+    return batch_for_free_memory(device, ((24, 160), (10, 64), (5, 32), (0, 16)), cpu=CPU_WINDOW)
 
 
 class Diff2LipEngine(Engine, LipStage):

@@ -20,16 +20,14 @@ import numpy as np
 import torch
 
 from ...audio.mel import melspectrogram, pad_to_window
-from ...face.blend import paste_lower_face
+from ...face.blend import FaceBox, paste_lower_face
 from ...runtime.precision import inference_autocast
 from .conditioning import mel_windows, sample_window
 from .nets import TFGModel
 from .sampler import RespacedSchedule
 
-Box = tuple[int, int, int, int]  # (y1, y2, x1, x2), y2/x2 exclusive
 
-
-def crop_face(frame: np.ndarray, box: Box, size: int) -> np.ndarray:
+def crop_face(frame: np.ndarray, box: FaceBox, size: int) -> np.ndarray:
     """The box's pixels as a (size, size, 3) uint8 RGB crop, stretched as upstream (aspect ignored)."""
     y1, y2, x1, x2 = box
     return cv2.resize(np.ascontiguousarray(frame[y1:y2, x1:x2]), (size, size), interpolation=cv2.INTER_LINEAR)
@@ -60,7 +58,7 @@ class Diff2LipPainter:
         self.config = self.model.config
         self.schedule = RespacedSchedule.create(self.steps, self.config)  # ValueError for impossible counts
 
-    def run(self, frames: Iterable[np.ndarray], box_for: Callable[[int, np.ndarray], Box], reference: np.ndarray,
+    def run(self, frames: Iterable[np.ndarray], box_for: Callable[[int, np.ndarray], FaceBox], reference: np.ndarray,
             audio_16k: np.ndarray, fps: float, n_frames: int,
             check: Callable[[str], None] | None = None) -> Iterator[np.ndarray]:
         """Yield lip-synced copies of the first `n_frames` of `frames` (RGB uint8), in order.
@@ -69,7 +67,7 @@ class Diff2LipPainter:
         (the portrait's face). `check(stage)` runs before a window and after each step (deadline, cancel).
         """
         mels = clip_mel_windows(audio_16k, n_frames, fps, self.config)
-        batch: list[tuple[np.ndarray, Box]] = []
+        batch: list[tuple[np.ndarray, FaceBox]] = []
         start = 0
         for index, frame in enumerate(islice(frames, n_frames)):
             batch.append((frame, box_for(index, frame)))
@@ -80,7 +78,7 @@ class Diff2LipPainter:
         if batch:
             yield from self._window(batch, reference, mels[start:start + len(batch)], start, n_frames, check)
 
-    def _window(self, batch: list[tuple[np.ndarray, Box]], reference: np.ndarray, mels: np.ndarray, start: int,
+    def _window(self, batch: list[tuple[np.ndarray, FaceBox]], reference: np.ndarray, mels: np.ndarray, start: int,
                 n_frames: int, check: Callable[[str], None] | None) -> list[np.ndarray]:
         size = self.config.image_size
         faces = np.stack([crop_face(frame, box, size) for frame, box in batch])

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ...errors import AvatarError
 from ...runtime.cache import ModelCache, file_key
 from ...runtime.checkpoints import CheckpointLookup, find_checkpoint
+from ...runtime.inventory import checkpoint_names
 from ...runtime.loading import load_strict, read_checkpoint
 from ...settings import Settings
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:  # torch is imported only when the networks are built: finding
     from .nets import FommConfig, KPDetector, OcclusionAwareGenerator
 
 # Searched in this order under MODEL_ROOT/fomm/.
-CHECKPOINT_NAMES = ("vox-cpk.pth.tar", "vox-adv-cpk.pth.tar")
+CHECKPOINT_NAMES = checkpoint_names("fomm")  # vox-cpk.pth.tar, then vox-adv-cpk.pth.tar (runtime/models.json)
 NETWORK_ENTRIES = ("kp_detector", "generator")
 
 
@@ -31,21 +32,6 @@ def lookup(settings: Settings) -> CheckpointLookup:
     """FOMM_CKPT, else MODEL_ROOT/fomm/vox-cpk.pth.tar, else .../vox-adv-cpk.pth.tar (the runtime's policy:
     a wrong explicit path is reported, not silently replaced by another file)."""
     return find_checkpoint(settings.fomm_ckpt, "FOMM_CKPT", settings.model_root, "fomm", CHECKPOINT_NAMES)
-
-
-def checkpoint_paths(settings: Settings) -> list[Path]:
-    """Candidates, best first."""
-    return list(lookup(settings).candidates)
-
-
-def find_fomm_checkpoint(settings: Settings) -> Path | None:
-    """The checkpoint file to use, or None when there is none (engine listings; never raises)."""
-    return lookup(settings).path
-
-
-def require_fomm_checkpoint(settings: Settings) -> Path:
-    """`find_fomm_checkpoint`, or `AvatarError('engine_unavailable')` naming the path(s) looked at."""
-    return lookup(settings).require("FOMM checkpoint")
 
 
 def read_fomm_state_dicts(path: str | Path) -> dict[str, dict]:

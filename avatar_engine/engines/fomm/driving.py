@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Callable, Sequence, TypeVar
+from typing import Callable
 
 import numpy as np
 
 from ...errors import AvatarError
+from ...face.blend import Box
 
 FACE_SIZE = 256
-Box = tuple[int, int, int, int]  # (left, top, right, bottom) in source pixels, right/bottom exclusive
-BoxFn = Callable[[np.ndarray], "Box | None"]
-T = TypeVar("T")
+BoxFn = Callable[[np.ndarray], "Box | None"]  # a face box (face kit `Box`: left, top, right, bottom) in a frame
 
 
 @dataclass(frozen=True)
@@ -69,26 +68,18 @@ class DrivingClip:
         return len(self.index) / self.fps
 
 
-def square_box(box: Box) -> Box:
-    """The square with the same centre as `box` whose side is the box's longer side (may leave the frame:
-    `crop_square` pads by repeating the edge, so the face is not shifted off-centre at a border)."""
-    left, top, right, bottom = box
-    side = max(right - left, bottom - top, 1)
-    cx, cy = (left + right) / 2, (top + bottom) / 2
-    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
-    return x0, y0, x0 + side, y0 + side
-
-
 def centre_box(frame_hw: tuple[int, int]) -> Box:
     """The largest centred square: the crop used when no box function is given."""
     h, w = frame_hw
     side = min(h, w)
-    x0, y0 = (w - side) // 2, (h - side) // 2
-    return x0, y0, x0 + side, y0 + side
+    return Box.square((w - side) // 2, (h - side) // 2, side)
 
 
 def crop_square(frame: np.ndarray, box: Box, size: int = FACE_SIZE) -> np.ndarray:
-    """Cut the square `box` out of an RGB frame (edge-replicating outside it) and resize to size x size."""
+    """Cut the square `box` out of an RGB frame (edge-replicating outside it) and resize to size x size.
+
+    A deliberate twin of `face.blend.extract_square`: this crop enlarges with linear filtering (the driving
+    clip's fixtures were made so), the portrait crop with cubic filtering."""
     import cv2
 
     left, top, right, bottom = box
@@ -262,7 +253,9 @@ def decode_driving_video(
                 return rgb
             if state["box"] is None:
                 found = box_fn(rgb) if box_fn is not None else None
-                state["box"] = square_box(found) if found is not None else centre_box(rgb.shape[:2])
+                # the face's square may leave the frame: `crop_square` pads by repeating the edge, so the
+                # face is not shifted off-centre at a border
+                state["box"] = Box(*found).squared() if found is not None else centre_box(rgb.shape[:2])
             return crop_square(rgb, state["box"], size)
 
         limit = stop_after if stop_after is not None else limits.max_frames + 1
@@ -301,13 +294,3 @@ def pingpong_indices(length: int, n: int) -> np.ndarray:
     period = 2 * (length - 1)
     phase = np.arange(n, dtype=np.int64) % period
     return np.where(phase < length, phase, period - phase)
-
-
-def loop_to(frames: Sequence[T] | np.ndarray, n: int) -> list[T] | np.ndarray:
-    """`frames` extended (or cut) to exactly n, playing back and forth so motion never jumps.
-    Arrays give an array (a gather along axis 0), sequences give a list."""
-    idx = pingpong_indices(len(frames), n)
-    if isinstance(frames, np.ndarray):
-        return frames[idx]
-    return [frames[i] for i in idx]
-

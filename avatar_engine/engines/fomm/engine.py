@@ -33,18 +33,17 @@ videos come from YouTube under their own terms). torch is imported only when thi
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
 from ...errors import AvatarError
-from ...face.blend import SquareBox, SquarePaster, extract_square, square_box
+from ...face.blend import Box, SquarePaster, extract_square, square_box
 from ...face.locate import locate_face
 from ...face.points import five_points
 from ...face.regions import CHIN, FOREHEAD, face_frame
-from ...runtime.device import GIB, gpu_free_bytes, torch_device, use_threads
+from ...runtime.device import batch_for_free_memory, cuda_visible, torch_device, use_threads
 from ...settings import Settings
 from ..base import Engine, EngineStatus, LipStage, MotionSource, PreparedRender, RenderJob, checkpoint_status
 from .checkpoints import CHECKPOINT_NAMES, cached_fomm_nets, lookup
@@ -66,13 +65,10 @@ CPU_BATCH = 4
 
 def batch_size(device: torch.device) -> int:
     """Frames per forward: `CPU_BATCH` on CPU; on a GPU by free memory (~0.3 GB a frame in fp16)."""
-    if device.type != "cuda":
-        return CPU_BATCH
-    free = gpu_free_bytes(device)
-    return 32 if free > 12 * GIB else 16 if free > 6 * GIB else 8
+    return batch_for_free_memory(device, ((12, 32), (6, 16), (0, 8)), cpu=CPU_BATCH)
 
 
-def to_normalized(points_px: np.ndarray, box: SquareBox, size: int = FACE_SIZE) -> np.ndarray:
+def to_normalized(points_px: np.ndarray, box: Box, size: int = FACE_SIZE) -> np.ndarray:
     """Portrait pixel coordinates (x, y) -> FOMM's [-1, 1] crop coordinates (the grid's ends are the centres
     of the crop's corner pixels, as in `nets.coordinate_grid`)."""
     p = np.asarray(points_px, dtype=np.float64)
@@ -90,7 +86,7 @@ class HeadPose:
     center: np.ndarray  # (2,) the point the head turns about, normalised crop units
 
 
-def head_pose_from_track(head, points: np.ndarray, box: SquareBox, size: int = FACE_SIZE) -> HeadPose:
+def head_pose_from_track(head, points: np.ndarray, box: Box, size: int = FACE_SIZE) -> HeadPose:
     """The embedded engine's `HeadTrack` (roll in degrees; tx, ty in face heights along the face's own
     right/down axes; scale relative around 0) in the crop coordinates of `box`, turning about the same
     head centre the embedded rig uses (midway forehead-chin, raised by 8 % of the face height)."""
@@ -136,7 +132,7 @@ def detect_keypoints(nets: FommNets, frames_u8: np.ndarray, device, batch: int) 
     return {"value": torch.cat(values), "jacobian": torch.cat(jacobians)}
 
 
-def _reference_face_box(frame: np.ndarray) -> tuple[int, int, int, int]:
+def _reference_face_box(frame: np.ndarray) -> Box:
     """The square crop window (left, top, right, bottom) around the face in a driving frame."""
     try:
         points, _ = locate_face(frame)
@@ -145,8 +141,7 @@ def _reference_face_box(frame: np.ndarray) -> tuple[int, int, int, int]:
             raise AvatarError("no_face", "no face was found in the first frame of the reference video; send a "
                                          "video that shows one face from its first frame on") from None
         raise AvatarError(exc.code, f"reference video: {exc.message}") from None
-    box = square_box(five_points(points), frame.shape[:2])
-    return box.x0, box.y0, box.x1, box.y1
+    return square_box(five_points(points), frame.shape[:2])
 
 
 def load_reference_video(job: RenderJob) -> DrivingClip:
@@ -181,9 +176,7 @@ class FommEngine(Engine):
 
     def suits_auto(self, settings: Settings) -> bool:
         """~1-2 s a frame on a CPU: `auto` may take FOMM only on a CUDA GPU."""
-        import torch
-
-        return torch.cuda.is_available()
+        return cuda_visible()
 
     def warm_up(self, settings: Settings) -> None:
         found = lookup(settings)
@@ -279,9 +272,7 @@ def _frames(nets, device, encoding, kp_source, kp_driving, paster: SquarePaster,
     pipeline pulls frames from a prefetch thread, and grad mode is thread-local)."""
     n = kp_driving["value"].shape[0]
     for start in range(0, n, bs):
-        if time.perf_counter() > job.deadline:
-            raise AvatarError("timeout", f"the render passed the {job.settings.job_timeout_s:.0f} s job limit "
-                                         f"(JOB_TIMEOUT_S) after {start} of {n} frames")
+        job.deadline.check(f"render, after {start} of {n} frames")  # timeout, or a cancel
         batch = {k: v[start:start + bs] for k, v in kp_driving.items()}
         for face in render_batch(nets, device, encoding, kp_source, batch, job.settings.cpu_bf16):
             yield paster.paste(face)

@@ -14,7 +14,6 @@ that run them, so a worker without SadTalker checkpoints never loads torch.
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -26,7 +25,7 @@ from ...face.locate import locate_face
 from ...face.points import five_points
 from ...runtime.cache import ModelCache
 from ...runtime.checkpoints import find_checkpoint_dir
-from ...runtime.device import GIB, gpu_free_bytes, torch_device, use_threads
+from ...runtime.device import GIB, batch_for_free_memory, gpu_total_bytes, torch_device, use_threads
 from ...runtime.loading import load_strict
 from ...runtime.precision import inference_autocast
 from ...settings import Settings
@@ -150,8 +149,7 @@ def batch_size(device: torch.device, size: int) -> int:
     """Frames per generator forward: `CPU_BATCH` on CPU; on a GPU by free memory (a quarter at 512 px)."""
     if device.type != "cuda":
         return CPU_BATCH[size]
-    free = gpu_free_bytes(device)
-    per_256 = 32 if free > 12 * GIB else 16 if free > 6 * GIB else 8
+    per_256 = batch_for_free_memory(device, ((12, 32), (6, 16), (0, 8)), cpu=CPU_BATCH[size])
     return per_256 if size == 256 else max(1, per_256 // 4)
 
 
@@ -181,11 +179,7 @@ class SadTalkerEngine(Engine):
         """Seconds per frame on a CPU: `auto` takes SadTalker only where a GPU makes it real-time-ish."""
         if settings.sadtalker_auto_min_gpu_gb <= 0:
             return True
-        import torch
-
-        if not torch.cuda.is_available():
-            return False
-        return torch.cuda.get_device_properties(0).total_memory >= settings.sadtalker_auto_min_gpu_gb * 1024 ** 3
+        return gpu_total_bytes() >= settings.sadtalker_auto_min_gpu_gb * GIB
 
     def warm_up(self, settings: Settings) -> None:
         d = checkpoint_dir(settings)
@@ -277,9 +271,7 @@ def _frames(nets, device, coeffs, kp_canonical, kp_source, feature, place, bs: i
     inference mode, since the pipeline pulls frames from a prefetch thread)."""
     n = len(coeffs)
     for start in range(0, n, bs):
-        if time.perf_counter() > job.deadline:
-            raise AvatarError("timeout", f"the render passed the {job.settings.job_timeout_s:.0f} s job limit "
-                                         f"(JOB_TIMEOUT_S) after {start} of {n} frames")
+        job.deadline.check(f"render, after {start} of {n} frames")  # timeout, or a cancel
         faces = render_batch(nets, device, coeffs, start, min(start + bs, n), kp_canonical, kp_source, feature,
                              job.settings.cpu_bf16)
         for face in faces:

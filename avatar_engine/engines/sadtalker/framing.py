@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...audio.frames import frame_count_for_samples
-from .glue import SAMPLE_RATE, SEMANTIC_RADIUS, audio_to_coeffs, transform_semantic_target
+from ...audio.mel import SAMPLE_RATE
+from .glue import SEMANTIC_RADIUS, audio_to_coeffs, transform_semantic_target
 
 COEFF_FPS = 25  # SadTalker's audio->coefficient networks were trained on 25 fps video
 SAMPLES_PER_COEFF_FRAME = SAMPLE_RATE // COEFF_FPS  # 640

@@ -16,11 +16,6 @@ from scipy.signal import savgol_filter
 from ...audio import mel
 from ...errors import AvatarError
 
-SAMPLE_RATE = 16000
-HOP = 200
-N_FFT = 800
-MEL_STEP = 16  # mel frames per video-frame window
-MEL_FPS = SAMPLE_RATE / HOP  # 80 mel frames per second
 SEMANTIC_RADIUS = 13
 BLINK_SHAPE = (0.5, 0.9, 1.0, 0.9, 0.5)
 NUM_POSE_STYLES = 46
@@ -38,7 +33,7 @@ def num_video_frames(num_samples: int, fps: float = 25) -> int:
     """Upstream's truncating count, floor(samples / (16000/fps)), kept for `audio_features`' golden parity.
     Deliberate exception to the one frame-count rule (`audio.frames`): the engine pads the audio to whole
     frames first (`framing.pad_audio`), so for it the two agree."""
-    return int(num_samples / (SAMPLE_RATE / fps))
+    return int(num_samples / (mel.SAMPLE_RATE / fps))
 
 
 def audio_features(wav16k: np.ndarray, fps: float = 25) -> tuple[np.ndarray, np.ndarray]:
@@ -51,11 +46,11 @@ def audio_features(wav16k: np.ndarray, fps: float = 25) -> tuple[np.ndarray, np.
     t = num_video_frames(len(wav), fps)
     if t < 1:
         raise AvatarError("invalid_input", f"audio too short for one video frame ({len(wav)} samples)")
-    length = int(t * (SAMPLE_RATE / fps))
+    length = int(t * (mel.SAMPLE_RATE / fps))
     wav = wav[:length] if len(wav) >= length else np.pad(wav, (0, length - len(wav)))
     orig_mel = melspectrogram(wav).T
-    start = (MEL_FPS * ((np.arange(t) - 2) / float(fps))).astype(np.int64)
-    idx = np.clip(start[:, None] + np.arange(MEL_STEP)[None, :], 0, orig_mel.shape[0] - 1)
+    start = (mel.MEL_FRAMES_PER_SECOND * ((np.arange(t) - 2) / float(fps))).astype(np.int64)
+    idx = np.clip(start[:, None] + np.arange(mel.MEL_WINDOW)[None, :], 0, orig_mel.shape[0] - 1)
     indiv = orig_mel[idx].transpose(0, 2, 1)
     return orig_mel, indiv.astype(np.float32)
 
@@ -236,25 +231,3 @@ def transform_semantic_target(coeffs: np.ndarray, frame_index: int, radius: int 
     coeffs = np.asarray(coeffs)
     idx = np.clip(np.arange(frame_index - radius, frame_index + radius + 1), 0, coeffs.shape[0] - 1)
     return coeffs[idx].T
-
-
-def gen_camera_pose(camera_degrees: list[float], frame_num: int, batch_size: int) -> np.ndarray:
-    """Free-view angle keyframes -> per-frame degrees (batch_size, L), linear at constant speed.
-
-    Padded with the last value to a multiple of `batch_size`, batch-major like the target semantics.
-    Repeated consecutive keyframes add no frames (upstream divides by zero there).
-    """
-    degrees = [float(d) for d in camera_degrees]
-    if len(degrees) == 1 or frame_num < 2:
-        seq = [degrees[0]] * frame_num
-    else:
-        total = sum(abs(b - a) for a, b in zip(degrees[:-1], degrees[1:]))
-        per_frame = total / (frame_num - 1)
-        seq = []
-        for a, b in zip(degrees[:-1], degrees[1:]):
-            if b != a:
-                seq += list(np.arange(a, b, per_frame * abs(b - a) / (b - a)))
-        seq = seq[:frame_num] if seq else [degrees[0]]
-        seq += [seq[-1]] * (frame_num - len(seq))
-    seq += [seq[-1]] * ((-frame_num) % batch_size)
-    return np.array(seq, dtype=np.float64).reshape(batch_size, -1)

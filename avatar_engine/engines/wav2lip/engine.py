@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 import numpy as np
 
 from ...errors import AvatarError
-from ...face.blend import face_box_from_landmarks
+from ...face.blend import face_box_from_landmarks, motion_boxes
 from ...runtime.cache import ModelCache, file_key
 from ...runtime.checkpoints import CheckpointLookup, find_checkpoint
-from ...runtime.device import GIB, gpu_free_bytes, torch_device, use_threads
+from ...runtime.device import batch_for_free_memory, torch_device, use_threads
+from ...runtime.inventory import checkpoint_names
 from ...settings import Settings
 from ..base import (
     Engine,
     EngineStatus,
     LipStage,
-    MotionPlan,
     MotionSource,
     PreparedRender,
     RenderJob,
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from .nets import Wav2Lip
 
 # Searched in this order under MODEL_ROOT/wav2lip: the GAN-trained weights give sharper mouths.
-CHECKPOINT_NAMES = ("wav2lip_gan.pth", "wav2lip.pth")
+CHECKPOINT_NAMES = checkpoint_names("wav2lip")  # wav2lip_gan.pth, then wav2lip.pth (runtime/models.json)
 # A face_box override smaller than this cannot hold a mouth the 96 px network can paint.
 MIN_BOX_PX = 16
 _MODELS: ModelCache = ModelCache(max_entries=2)
@@ -57,22 +57,7 @@ def load_model(path: Path) -> tuple[Wav2Lip, torch.device]:
 
 def _batch_size(device: torch.device) -> int:
     """16 frames per forward on CPU (more only adds latency); on a GPU, as many as free memory allows."""
-    if device.type != "cuda":
-        return 16
-    free = gpu_free_bytes(device)
-    return 128 if free > 8 * GIB else 64 if free > 4 * GIB else 32
-
-
-def motion_boxes(motion: MotionPlan, image_hw: tuple[int, int]) -> np.ndarray:
-    """(n_frames, 4) Wav2Lip boxes (top, bottom, left, right), one per frame of `motion`.
-
-    The lip stage wants every box up front, so they come from where the rig places the landmarks
-    (microseconds per frame) instead of from rendered frames.
-    """
-    boxes = np.empty((motion.n_frames, 4), dtype=np.int64)
-    for i in range(motion.n_frames):
-        boxes[i] = face_box_from_landmarks(motion.landmarks(i)[:, :2], image_hw)
-    return boxes
+    return batch_for_free_memory(device, ((8, 128), (4, 64), (0, 32)), cpu=16)
 
 
 def checked_face_box(face_box: tuple[int, int, int, int], image_hw: tuple[int, int]) -> tuple[int, int, int, int]:

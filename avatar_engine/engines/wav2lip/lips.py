@@ -18,11 +18,9 @@ import torch
 
 from ...audio.frames import frame_count_for_samples
 from ...audio.mel import MEL_WINDOW, SAMPLE_RATE, melspectrogram, pad_to_window
-from ...face.blend import paste_lower_face
+from ...face.blend import FaceBox, paste_lower_face
 from ...runtime.precision import inference_autocast
 from .nets import FACE_SIZE, Wav2Lip, mel_chunk_starts
-
-Box = tuple[int, int, int, int]  # (y1, y2, x1, x2), upstream's `--box` order; y2/x2 exclusive
 
 UPSTREAM_PADS = (0, 10, 0, 0)  # top, bottom, left, right: upstream extends the box to include the chin
 
@@ -49,7 +47,7 @@ class Wav2LipLipSync:
     def run(
         self,
         frames: Iterable[np.ndarray],
-        boxes: Sequence[Box] | Box | Callable[[int, np.ndarray], Box],
+        boxes: Sequence[FaceBox] | FaceBox | Callable[[int, np.ndarray], FaceBox],
         audio_16k: np.ndarray,
         fps: float,
         n_frames: int | None = None,
@@ -70,7 +68,7 @@ class Wav2LipLipSync:
         starts = mel_chunk_starts(mel.shape[1], fps, n_frames)
         box_for = _box_lookup(boxes)
 
-        batch: list[tuple[np.ndarray, Box]] = []
+        batch: list[tuple[np.ndarray, FaceBox]] = []
         batch_starts: list[int] = []
         for index, frame in enumerate(islice(frames, n_frames)):
             frame = _check_frame(frame, index)
@@ -82,7 +80,7 @@ class Wav2LipLipSync:
         if batch:
             yield from self._render(batch, mel, batch_starts)
 
-    def _padded_box(self, box: Box, shape: tuple[int, ...]) -> Box:
+    def _padded_box(self, box: FaceBox, shape: tuple[int, ...]) -> FaceBox:
         top, bottom, left, right = self.pads
         y1, y2, x1, x2 = (int(v) for v in box)
         y1, y2 = max(0, y1 - top), min(shape[0], y2 + bottom)
@@ -91,7 +89,7 @@ class Wav2LipLipSync:
             raise ValueError(f"face box {box} is empty inside a {shape[1]}x{shape[0]} frame")
         return y1, y2, x1, x2
 
-    def _render(self, batch: list[tuple[np.ndarray, Box]], mel: np.ndarray, starts: list[int]) -> list[np.ndarray]:
+    def _render(self, batch: list[tuple[np.ndarray, FaceBox]], mel: np.ndarray, starts: list[int]) -> list[np.ndarray]:
         faces_bgr = np.stack(
             [
                 cv2.resize(frame[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)[:, :, ::-1]
@@ -121,7 +119,7 @@ def _check_frame(frame: np.ndarray, index: int) -> np.ndarray:
     return frame
 
 
-def _box_lookup(boxes: Sequence[Box] | Box | Callable[[int, np.ndarray], Box]):
+def _box_lookup(boxes: Sequence[FaceBox] | FaceBox | Callable[[int, np.ndarray], FaceBox]):
     """Accept one box for every frame, a per-frame sequence (list, tuple or (N, 4) array), or a
     callable `(index, frame) -> box` for faces only known once the frame exists (tracking)."""
     if callable(boxes):
@@ -133,7 +131,7 @@ def _box_lookup(boxes: Sequence[Box] | Box | Callable[[int, np.ndarray], Box]):
     if arr.ndim != 2 or arr.shape[1] != 4:
         raise ValueError(f"boxes must be one (y1, y2, x1, x2) or a sequence of them, got shape {arr.shape}")
 
-    def per_frame(index: int, frame: np.ndarray) -> Box:
+    def per_frame(index: int, frame: np.ndarray) -> FaceBox:
         if index >= len(arr):
             raise ValueError(f"no face box for frame {index}: only {len(arr)} boxes were given")
         return tuple(int(v) for v in arr[index])

@@ -21,11 +21,11 @@ from ...errors import AvatarError
 from ...runtime.cache import ModelCache, file_key
 from ...runtime.checkpoints import CheckpointLookup, find_checkpoint
 from ...runtime.device import torch_device
-from ...runtime.inventory import load_inventory
+from ...runtime.inventory import checkpoint_names, load_inventory
 from ...settings import Settings
 from ..base import FrameStage, Need, StageStatus
 
-CHECKPOINT_NAMES = ("GFPGANv1.4.pth", "GFPGANv1.3.pth")
+CHECKPOINT_NAMES = checkpoint_names("gfpgan")  # GFPGANv1.4.pth, then GFPGANv1.3.pth (runtime/models.json)
 _MODELS: ModelCache = ModelCache(max_entries=2)
 
 

@@ -7,9 +7,10 @@ import pickle
 import pytest
 import torch
 
-from avatar_engine.engines.diff2lip.checkpoints import find_diff2lip_checkpoint, load_diff2lip, lookup
+from avatar_engine.engines.diff2lip.checkpoints import load_diff2lip, lookup
 from avatar_engine.errors import AvatarError
 from avatar_engine.settings import Settings
+from tests.support.checkpoints import find_diff2lip_checkpoint
 
 from .conftest import TINY
 

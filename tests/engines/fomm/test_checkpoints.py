@@ -12,6 +12,7 @@ from avatar_engine.engines.fomm import checkpoints as ck
 from avatar_engine.engines.fomm.nets import FommConfig, KPDetector, OcclusionAwareGenerator
 from avatar_engine.errors import AvatarError
 from avatar_engine.settings import Settings
+from tests.support import checkpoints as support_ck
 
 # a tiny network of the same layout (keys differ only in sizes): fast files for the error paths
 TINY = FommConfig(kp_block_expansion=4, kp_max_features=8, kp_num_blocks=2, gen_block_expansion=4,
@@ -55,25 +56,25 @@ def tiny_file(tmp_path):
 
 def test_lookup_order_and_explicit_path(tmp_path):
     settings = Settings(model_root=tmp_path)
-    assert ck.find_fomm_checkpoint(settings) is None
+    assert support_ck.find_fomm_checkpoint(settings) is None
     with pytest.raises(AvatarError) as err:
-        ck.require_fomm_checkpoint(settings)
+        support_ck.require_fomm_checkpoint(settings)
     assert err.value.code == "engine_unavailable" and "vox-cpk.pth.tar" in err.value.message
     (tmp_path / "fomm").mkdir()
     adv = tmp_path / "fomm" / "vox-adv-cpk.pth.tar"
     adv.write_bytes(b"x")
-    assert ck.find_fomm_checkpoint(settings) == adv
+    assert support_ck.find_fomm_checkpoint(settings) == adv
     plain = tmp_path / "fomm" / "vox-cpk.pth.tar"
     plain.write_bytes(b"x")
-    assert ck.find_fomm_checkpoint(settings) == plain  # vox-cpk first
+    assert support_ck.find_fomm_checkpoint(settings) == plain  # vox-cpk first
 
     explicit = Settings(model_root=tmp_path, fomm_ckpt=tmp_path / "elsewhere.pth.tar")
-    assert ck.find_fomm_checkpoint(explicit) is None  # a wrong explicit path is not replaced by MODEL_ROOT's
+    assert support_ck.find_fomm_checkpoint(explicit) is None  # a wrong explicit path is not replaced by MODEL_ROOT's
     with pytest.raises(AvatarError) as err:
-        ck.require_fomm_checkpoint(explicit)
+        support_ck.require_fomm_checkpoint(explicit)
     assert err.value.code == "engine_unavailable" and "elsewhere.pth.tar" in err.value.message
     (tmp_path / "elsewhere.pth.tar").write_bytes(b"x")
-    assert ck.require_fomm_checkpoint(explicit) == tmp_path / "elsewhere.pth.tar"
+    assert support_ck.require_fomm_checkpoint(explicit) == tmp_path / "elsewhere.pth.tar"
 
 
 def test_fomm_ckpt_is_read_from_the_environment(tmp_path, monkeypatch):

@@ -13,11 +13,10 @@ from avatar_engine.engines.fomm.driving import (
     centre_box,
     crop_square,
     decode_driving_video,
-    loop_to,
     pingpong_indices,
-    square_box,
 )
 from avatar_engine.errors import AvatarError
+from tests.support.driving import loop_to, square_box
 
 
 def make_clip(fmt: str, codec: str, n: int = 12, fps: int = 10, w: int = 160, h: int = 120) -> bytes:

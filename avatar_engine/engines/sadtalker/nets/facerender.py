@@ -520,11 +520,6 @@ def kp_detector_256() -> KPDetector:
                       reshape_channel=16384, reshape_depth=16, temperature=0.1, **_COMMON)
 
 
-def he_estimator_256() -> HEEstimator:
-    """HEEstimator with the `he_estimator_params` of facerender.yaml."""
-    return HEEstimator(block_expansion=64, num_bins=66, **_COMMON)
-
-
 def generator_256() -> OcclusionAwareSPADEGenerator:
     """OcclusionAwareSPADEGenerator with the `generator_params` of facerender.yaml (used for 256 and 512)."""
     return OcclusionAwareSPADEGenerator(
@@ -534,24 +529,3 @@ def generator_256() -> OcclusionAwareSPADEGenerator:
                              "reshape_depth": 16, "compress": 4},
         **_COMMON,
     )
-
-
-def render_frames(generator: OcclusionAwareSPADEGenerator, source_image: torch.Tensor, kp_source: torch.Tensor,
-                  kp_driving: torch.Tensor, batch_size: int = 1) -> torch.Tensor:
-    """Frames `(N, 3, H, W)` in [0, 1] for one source image `(1, 3, H, W)` and driving keypoints `(N, K, 3)`.
-
-    `kp_source` is `(1, K, 3)` or `(N, K, 3)`. The source is encoded once (upstream re-encodes it per frame);
-    frames are rendered in chunks of `batch_size` under `torch.inference_mode`. On CPU, chunks larger than 1
-    did not render faster per frame, only used more memory.
-    """
-    n = kp_driving.shape[0]
-    if kp_source.shape[0] == 1:
-        kp_source = kp_source.expand(n, -1, -1)
-    with torch.inference_mode():
-        feature = generator.encode_source(source_image)
-        frames = []
-        for i in range(0, n, batch_size):
-            drv = kp_driving[i:i + batch_size]
-            src = kp_source[i:i + batch_size]
-            frames.append(generator.animate(feature.expand(drv.shape[0], -1, -1, -1, -1), drv, src)["prediction"])
-    return torch.cat(frames, dim=0)
