@@ -12,10 +12,11 @@ import json
 import os
 import platform
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 from statistics import median
+
+from ..runtime.device import cuda_devices
 
 SCHEMA = "avatar-evaluate"
 SCHEMA_VERSION = 1
@@ -37,11 +38,9 @@ def cpu_model() -> str:
 def _gpus() -> list[dict]:
     """CUDA devices: from torch when a neural engine already imported it, else from `nvidia-smi` (no torch
     import just to look), else none."""
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        return [{"name": torch.cuda.get_device_name(i),
-                 "memory_gb": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1)}
-                for i in range(torch.cuda.device_count())]
+    devices = cuda_devices(import_torch=False)
+    if devices:
+        return devices
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
                              capture_output=True, text=True, timeout=10)

@@ -70,6 +70,15 @@ def gpu_total_bytes() -> int:
     return int(torch.cuda.get_device_properties(0).total_memory)
 
 
+def cuda_devices(*, import_torch: bool = True) -> list[dict[str, Any]]:
+    """Every visible CUDA device: its name and total memory in GiB (none on a CPU)."""
+    if not cuda_visible(import_torch=import_torch):
+        return []
+    cuda = _torch(import_torch).cuda
+    return [{"name": cuda.get_device_name(i), "memory_gb": round(cuda.get_device_properties(i).total_memory / GIB, 1)}
+            for i in range(cuda.device_count())]
+
+
 def empty_gpu_cache() -> None:
     """Hand cached GPU blocks back after an out-of-memory (only a loaded neural engine can have any)."""
     if cuda_visible(import_torch=False):
