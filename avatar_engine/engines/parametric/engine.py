@@ -14,7 +14,8 @@ from ...speech.features import frame_features
 from ...speech.mouth import MouthTrack, mouth_track
 from ..base import Engine, EngineStatus, LipStage, PreparedRender, RenderJob
 from .animation import HeadTrack, blink_track, head_track
-from .paint import MouthStyle, mouth_style, paint_eyelids, paint_mouth
+from ...face import regions as R
+from .paint import MouthModel, mouth_model, paint_eyelids, paint_mouth
 from .rig import FaceRig
 
 
@@ -39,13 +40,16 @@ class ParametricEngine(Engine, LipStage):
         return refine_mouths(frames, job)
 
     def motion(self, job: RenderJob, *, animate_mouth: bool) -> Motion:
-        """The per-clip plan. With `animate_mouth=False` the lips stay at rest (closed) while the
-        head moves and the eyes blink: the base other lip engines (Wav2Lip) paint lips onto."""
+        """The per-clip plan. With `animate_mouth=False` the lips stay closed while the head moves
+        and the eyes blink: the base other lip engines (Wav2Lip) paint lips onto. Free phone
+        recognition runs beside the render (the track fills as it goes; `frames()` waits per frame)."""
         req = job.request
         points, box = locate_face(job.image, job.source_scale)
+        check = (lambda: job.deadline.check("speech analysis")) if job.deadline is not None else None
         if animate_mouth:
             track = mouth_track(job.audio.analysis, job.n_frames, job.fps, lipsync=req.lipsync,
-                                language=req.language, transcript=req.transcript, timeline=job.audio.timeline)
+                                language=req.language, transcript=req.transcript, timeline=job.audio.timeline,
+                                check=check, background=True)
             loudness, method = track.loudness, track.method
         else:
             track = None
@@ -55,7 +59,8 @@ class ParametricEngine(Engine, LipStage):
         blinks = blink_track(job.n_frames, job.fps, rng)
         head = head_track(job.n_frames, job.fps, loudness, rng, still=req.still)
         info = {"face_box": box, **({"lipsync": method} if method else {})}
-        return Motion(FaceRig(job.image, points), mouth_style(job.image, points), track, blinks, head, job.n_frames, info)
+        rig = FaceRig(job.image, points)
+        return Motion(rig, mouth_model(job.image, points, rig.face_h), track, blinks, head, job.n_frames, info)
 
 
 @dataclass
@@ -63,7 +68,7 @@ class Motion:
     """Everything per clip; `frames()` does only per-frame work. Implements `engines.base.MotionPlan`."""
 
     rig: FaceRig
-    style: MouthStyle
+    mouth: MouthModel
     track: MouthTrack | None
     blinks: np.ndarray
     head: HeadTrack
@@ -74,8 +79,9 @@ class Motion:
         """Rig coefficients and head pose of frame i (lip engines place face boxes without rendering)."""
         coeffs = {"close": 1.0, "blink": float(self.blinks[i])}
         if self.track is not None:
-            coeffs.update(open=float(self.track.open[i]), width=float(self.track.width[i]),
-                          round=float(self.track.round[i]))
+            self.track.wait(i)
+            coeffs.update(close=float(self.track.closed[i]), open=float(self.track.open[i]),
+                          width=float(self.track.width[i]), round=float(self.track.round[i]))
         head = self.head
         return coeffs, (float(head.roll_deg[i]), float(head.tx[i]), float(head.ty[i]), float(head.scale[i]))
 
@@ -85,12 +91,21 @@ class Motion:
 
     def frames(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(RGB frame, its 468 landmark positions) per video frame."""
-        rig = self.rig
-        for i in range(self.n_frames):
-            coeffs, pose = self.coeffs_pose(i)
-            frame = rig.deform(coeffs, pose)
-            landmarks = rig.landmarks_at(coeffs, pose)
-            paint_mouth(frame, landmarks, rig.face_h, self.style)
-            if coeffs["blink"] > 0:
-                paint_eyelids(frame, rig.landmarks_at({**coeffs, "blink": 0.0}, pose), coeffs["blink"])
-            yield frame, landmarks
+        try:
+            for i in range(self.n_frames):
+                coeffs, pose = self.coeffs_pose(i)
+                yield render_frame(self.rig, self.mouth, coeffs, pose), self.rig.landmarks_at(coeffs, pose)
+        finally:
+            if self.track is not None:
+                self.track.stop()
+
+
+def render_frame(rig: FaceRig, mouth: MouthModel, coeffs: dict[str, float], pose=(0.0, 0.0, 0.0, 0.0)) -> np.ndarray:
+    """One frame: the face's own deformation and the painted mouth and lids in the portrait's geometry,
+    then the head motion (a rest frame of a still head is the portrait itself)."""
+    frame = rig.deform_local(coeffs)
+    jaw = coeffs.get("open", 0.0) * rig.landmark_disp["open"][R.LIPS_INNER_LOWER]
+    paint_mouth(frame, rig.landmarks_at(coeffs), jaw, coeffs.get("close", 0.0), mouth)
+    if coeffs.get("blink", 0.0) > 0:
+        paint_eyelids(frame, rig.landmarks_at({**coeffs, "blink": 0.0}), coeffs["blink"])
+    return rig.move_head(frame, pose)

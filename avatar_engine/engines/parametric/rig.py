@@ -3,8 +3,10 @@
 Each deformation (jaw open, lip spread, rounding, rest closure, blink) is a displacement of the
 landmarks, spread to a dense field by piecewise-linear interpolation over a triangulation of the
 landmarks and fixed anchors. A frame's forward field is a weighted sum of these fields plus a
-rigid head motion that fades out before the background, inverted by one fixed-point step and
-applied with a single `cv2.remap` over the head region only.
+rigid head motion that fades out before the background. The face's own deformation is inverted by one
+fixed-point step and resampled only on the small box its active fields cover; the head motion's
+inverse is exact on a coarse grid (it is smooth) and applied with one `cv2.remap` of the head region,
+skipped when the head does not move, so a rest frame of a still head is the portrait itself.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ...face import regions as R
 from ...face.blend import smoothstep
 
 BASES = ("close", "open", "width", "round", "blink")
+_HEAD_STEP = 8  # px between exact samples of the head-motion map
 
 
 @dataclass
@@ -54,13 +57,30 @@ class FaceRig:
         ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         self._grid = np.dstack([xs, ys])
         self._local_grid = self._grid - np.array([x0, y0], dtype=np.float32)
-        w = self._head_weight(xs - np.float32(center[0]), ys - np.float32(center[1])).astype(np.float32)
-        self._head_w = w
-        self._head_wx = w * (xs - np.float32(center[0]))
-        self._head_wy = w * (ys - np.float32(center[1]))
 
         self.landmark_disp = self._landmark_displacements()
         self._fields = self._dense_fields()
+        self._warp_source = self._lips_filled()
+
+    def _lips_filled(self) -> np.ndarray:
+        """What the face's deformation samples: the portrait with the space between its inner lips
+        filled from the lips around it. Where the lips close over teeth, the warp squeezes that space
+        into a line that its one-step inverse cannot resolve exactly; sampled from here, stray pixels
+        are lip, never teeth. (The mouth's inside is painted over afterwards, `paint.py`.)"""
+        outline = np.concatenate([self.points[R.LIPS_INNER_UPPER], self.points[R.LIPS_INNER_LOWER][::-1][1:-1]])
+        mask = np.zeros(self.image.shape[:2], np.uint8)
+        cv2.fillPoly(mask, [np.round(outline * 16).astype(np.int32).reshape(-1, 1, 2)], 255, cv2.LINE_8, 4)
+        if not mask.any():
+            return self.image
+        mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
+        ys, xs = np.nonzero(mask)
+        pad = 6
+        y0, y1 = max(0, ys.min() - pad), min(mask.shape[0], ys.max() + pad + 1)
+        x0, x1 = max(0, xs.min() - pad), min(mask.shape[1], xs.max() + pad + 1)
+        filled = self.image.copy()
+        filled[y0:y1, x0:x1] = cv2.inpaint(np.ascontiguousarray(self.image[y0:y1, x0:x1]), mask[y0:y1, x0:x1],
+                                           3, cv2.INPAINT_TELEA)
+        return filled
 
     def _head_weight(self, dx, dy):
         """1 on the head (an ellipse around `head_center`), fading to 0 by 1.5x its radius."""
@@ -98,7 +118,8 @@ class FaceRig:
         lateral = np.clip(1.0 - (np.abs(u) - 0.2) / 0.22, 0.0, 1.0)
         ramp = 0.3 + 0.7 * smoothstep(v / 0.1)
         w = np.where(v > 0, ramp * lateral, 0.0)
-        w[lower] = 1.0
+        # the lower lip drops most in the middle: an open mouth is an oval, not a slot
+        w[lower] = 0.45 + 0.55 * np.clip(1.0 - (2 * u[lower] / mw_n) ** 2, 0.0, 1.0)
         w[list(R.MOUTH_CORNERS)] = 0.4
         w[upper] = -0.1
         out["open"] = (0.11 * fh) * w[:, None] * down[None, :]
@@ -211,30 +232,72 @@ class FaceRig:
         w = self._head_weight(rel[:, 0], rel[:, 1])
         return pts + w[:, None] * (rel @ m.T + t)
 
-    def forward_field(self, coeffs: dict[str, float], head=(0.0, 0.0, 0.0, 0.0)) -> np.ndarray:
-        m, t = self._head_affine(*head)
-        field = np.empty(self._grid.shape, dtype=np.float32)
-        field[..., 0] = m[0, 0] * self._head_wx + m[0, 1] * self._head_wy + t[0] * self._head_w
-        field[..., 1] = m[1, 0] * self._head_wx + m[1, 1] * self._head_wy + t[1] * self._head_w
-        for name, c in coeffs.items():
-            f = self._fields.get(name)
-            if f is None or not c:
-                continue
+    def local_field(self, coeffs: dict[str, float]) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+        """The face's own deformation (mouth, lids) on the smallest ROI box holding every active field:
+        ((y0, y1, x0, x1) in ROI coordinates, forward field), or None when nothing moves."""
+        active = [(self._fields[name], float(c)) for name, c in coeffs.items() if c and name in self._fields]
+        if not active:
+            return None
+        y0 = min(f.y0 for f, _ in active)
+        x0 = min(f.x0 for f, _ in active)
+        y1 = max(f.y0 + f.data.shape[0] for f, _ in active)
+        x1 = max(f.x0 + f.data.shape[1] for f, _ in active)
+        field = np.zeros((y1 - y0, x1 - x0, 2), np.float32)
+        for f, c in active:
             h, w = f.data.shape[:2]
-            view = field[f.y0:f.y0 + h, f.x0:f.x0 + w]
-            cv2.scaleAdd(f.data, float(c), view, dst=view)
-        return field
+            view = field[f.y0 - y0:f.y0 - y0 + h, f.x0 - x0:f.x0 - x0 + w]
+            cv2.scaleAdd(f.data, c, view, dst=view)
+        return (y0, y1, x0, x1), field
 
-    def deform(self, coeffs: dict[str, float], head=(0.0, 0.0, 0.0, 0.0), out: np.ndarray | None = None) -> np.ndarray:
-        """The warped portrait (a new array unless `out` is given)."""
-        field = self.forward_field(coeffs, head)
+    def deform_local(self, coeffs: dict[str, float]) -> np.ndarray:
+        """The portrait with the face's own deformation (no head motion): a new full-size image. Only
+        the box the active fields cover is resampled; with nothing active it is the portrait exactly."""
+        frame = self.image.copy()
+        local = self.local_field(coeffs)
+        if local is None:
+            return frame
+        (by0, by1, bx0, bx1), field = local
+        grid = self._local_grid[by0:by1, bx0:bx1] - np.array([bx0, by0], np.float32)
+        # one fixed-point step inverts the forward field far better than negating it
+        guess = grid - field
+        at_source = cv2.remap(field, guess[..., 0], guess[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        src = self._grid[by0:by1, bx0:bx1] - at_source
+        ry0, _, rx0, _ = self.roi
+        frame[ry0 + by0:ry0 + by1, rx0 + bx0:rx0 + bx1] = cv2.remap(
+            self._warp_source, src[..., 0], src[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return frame
+
+    def _head_map(self, head) -> np.ndarray:
+        """Where each ROI pixel of the moved head comes from (absolute x, y), for a rigid head pose that
+        fades out before the background. The motion is smooth, so its one-step inverse is evaluated
+        exactly on a grid of `_HEAD_STEP` px and upsampled (sub-0.01 px error), not per pixel."""
+        m, t = self._head_affine(*head)
         y0, y1, x0, x1 = self.roi
-        # one fixed-point step inverts the forward field far better than negating it; the
-        # field is sampled in ROI coordinates, the image in absolute ones
-        guess = self._local_grid - field
-        field_at_source = cv2.remap(field, guess[..., 0], guess[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        src = self._grid - field_at_source
-        frame = self.image.copy() if out is None else out
-        frame[y0:y1, x0:x1] = cv2.remap(self.image, src[..., 0], src[..., 1], cv2.INTER_LINEAR,
+        step = _HEAD_STEP
+        gh, gw = -(-(y1 - y0) // step), -(-(x1 - x0) // step)
+        ys = y0 + (np.arange(gh) + 0.5) * step - 0.5
+        xs = x0 + (np.arange(gw) + 0.5) * step - 0.5
+        pts = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
+
+        def forward(p: np.ndarray) -> np.ndarray:
+            rel = p - self.head_center
+            return self._head_weight(rel[:, 0], rel[:, 1])[:, None] * (rel @ m.T + t)
+
+        src = pts - forward(pts - forward(pts))
+        disp = (src - pts).reshape(gh, gw, 2).astype(np.float32)
+        disp = cv2.resize(disp, (gw * step, gh * step), interpolation=cv2.INTER_LINEAR)[:y1 - y0, :x1 - x0]
+        return self._grid + disp
+
+    def move_head(self, frame: np.ndarray, head=(0.0, 0.0, 0.0, 0.0)) -> np.ndarray:
+        """`frame` (portrait geometry) with the head moved to `head` (in place; returned)."""
+        if not any(head):
+            return frame
+        src = self._head_map(head)
+        y0, y1, x0, x1 = self.roi
+        frame[y0:y1, x0:x1] = cv2.remap(frame, src[..., 0], src[..., 1], cv2.INTER_LINEAR,
                                         borderMode=cv2.BORDER_REPLICATE)
         return frame
+
+    def deform(self, coeffs: dict[str, float], head=(0.0, 0.0, 0.0, 0.0)) -> np.ndarray:
+        """The warped portrait (a new array): the face's own deformation, then the head motion."""
+        return self.move_head(self.deform_local(coeffs), head)
