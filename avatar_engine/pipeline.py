@@ -190,7 +190,8 @@ def _decode(request: RenderRequest, settings: Settings, inputs: _Inputs, deadlin
     else:
         audio = decode_audio(inputs.audio, max_seconds=settings.max_audio_seconds,
                              min_seconds=settings.min_audio_seconds)
-    ensure_words(request, audio)  # captions: word times (aligns a transcript when needed)
+    # captions: word times (aligns a transcript when needed, in short pieces that stop at the deadline)
+    ensure_words(request, audio, lambda: deadline.check("captions alignment"))
     if inputs.video is not None:  # a driving video's metadata is checked before any engine work
         from .engines.fomm.driving import DrivingLimits, check_driving_video
 

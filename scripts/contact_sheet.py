@@ -113,7 +113,7 @@ def closeup_row(image: np.ndarray, wav: bytes, zoom: int = 4) -> list[Image.Imag
 
 
 def closeup_sheet(out: Path) -> None:
-    from avatar_engine.image_io import decode_image, fit_image
+    from avatar_engine.media.image import decode_image, fit_image
 
     from scripts.bench import speech_clip
 

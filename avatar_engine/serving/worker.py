@@ -81,8 +81,10 @@ def warm_up() -> None:
                 log.exception("warming up engine %s failed", engine.name)
     try:
         from ..speech.phonemes import _allphone_decoder
+        from ..speech.recognizer import phone_process
 
-        _allphone_decoder()
+        _allphone_decoder()  # forced alignment (and recognition where the helper cannot run)
+        phone_process().start()  # free recognition runs there, off this interpreter
     except Exception:  # noqa: BLE001 - phonemes are optional; the signal path always works
         log.warning("pocketsphinx unavailable; lip-sync will use the signal path", exc_info=True)
 

@@ -121,7 +121,7 @@ def _words_from_alignment(transcript: str, aligned) -> list:
     return words
 
 
-def ensure_words(request, audio) -> None:
+def ensure_words(request, audio, check=None) -> None:
     """Give `audio` a timeline with words when captions are wanted (align the transcript if needed).
 
     Text input already has one from the synthesizer. Recorded speech is force-aligned to its
@@ -138,7 +138,7 @@ def ensure_words(request, audio) -> None:
     from .phonemes import align
     from .timeline import SpeechTimeline
 
-    aligned = align(audio.analysis, transcript)
+    aligned = align(audio.analysis, transcript, check)
     words = _words_from_alignment(transcript, aligned[1]) if aligned else []
     if not words:
         raise AvatarError("invalid_input", "the transcript could not be aligned with the audio for captions "

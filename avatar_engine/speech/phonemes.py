@@ -1,10 +1,11 @@
 """English phone timing with pocketsphinx: free phone recognition, or forced alignment to a transcript.
 
 The decoders (and their ~0.3 s model load) are created once per process. pocketsphinx holds the
-interpreter (the GIL) while it decodes, so audio is fed in pieces of `PIECE_S` with the job's deadline
-and cancel token checked between them: no call holds the process for more than a few milliseconds.
-Free recognition runs speech stretch by stretch (`recognize_stream`), so rendering can start on the
-first second while the rest is still being recognised.
+interpreter (the GIL) while it decodes, so free recognition runs in a helper process
+(`recognizer.py`), speech stretch by stretch (`recognize_stream`): rendering starts on the first
+second while the rest is still being recognised, and a job's deadline or cancel stops the wait at
+once. Forced alignment (one utterance) runs here, fed in pieces of `PIECE_S` with the deadline and
+cancel checked between them: no call holds the process for more than a few milliseconds.
 """
 
 from __future__ import annotations
@@ -130,22 +131,37 @@ def speech_segments(wav16k: np.ndarray, *, first_s: float = FIRST_SEGMENT_S,
     return [(a * hop, end if b >= n_hops else b * hop) for a, b in segments]
 
 
+def _decode_here(pcm: bytes, check: Check | None) -> list[tuple[str, int, int]]:
+    """One utterance in this process, in short pieces (when the helper process is unavailable)."""
+    _hold(check)
+    try:
+        dec = _allphone_decoder()
+        dec.start_utt()
+        _feed(dec, pcm, check)
+        dec.end_utt()
+        return [(s.word, s.start_frame, s.end_frame) for s in dec.seg()]
+    finally:
+        _lock.release()
+
+
+def decode_utterance(pcm: bytes, check: Check | None = None) -> list[tuple[str, int, int]]:
+    """Phones of one utterance by the helper process (never holds this interpreter); in this process,
+    piece by piece, where the helper cannot run."""
+    from .recognizer import RecognizerUnavailable, phone_process
+
+    try:
+        return phone_process().decode(pcm, check)
+    except RecognizerUnavailable as exc:
+        log.warning("phone recognition in-process: %s", exc)
+        return _decode_here(pcm, check)
+
+
 def recognize_stream(wav16k: np.ndarray, check: Check | None = None) -> Iterator[tuple[float, list[Phone]]]:
-    """Phone loop recognition segment by segment: yields (seconds of audio now final, that segment's
-    phones), so a renderer can start on the first seconds while the rest is still being recognised.
-    The lock is taken per segment: concurrent jobs interleave instead of waiting for a whole clip."""
+    """Phone loop recognition stretch by stretch: yields (seconds of audio now final, that stretch's
+    phones), so a renderer can start on the first seconds while the rest is still being recognised."""
     segments = speech_segments(wav16k)
     for k, (a, b) in enumerate(segments):
-        pcm = _pcm16(wav16k[a:b])
-        _hold(check)
-        try:
-            dec = _allphone_decoder()
-            dec.start_utt()
-            _feed(dec, pcm, check)
-            dec.end_utt()
-            segs = [(s.word, s.start_frame, s.end_frame) for s in dec.seg()]
-        finally:
-            _lock.release()
+        segs = decode_utterance(_pcm16(wav16k[a:b]), check)
         offset = a / RATE
         final_s = segments[k + 1][0] / RATE if k + 1 < len(segments) else len(wav16k) / RATE
         yield final_s, [Phone(_clean(w), offset + s * _FRAME_S, offset + (e + 1) * _FRAME_S) for w, s, e in segs]

@@ -23,10 +23,10 @@ from ...face import regions as R
 from ...face.blend import smoothstep
 
 _SHIFT = 4  # sub-pixel bits for cv2 polygon drawing
-_CAVITY_DEEP = np.array([16, 5, 6], np.float32)
-_CAVITY_NEAR = np.array([66, 26, 28], np.float32)
+_CAVITY_DEEP = np.array([12, 5, 6], np.float32)
+_CAVITY_NEAR = np.array([56, 25, 27], np.float32)
 _DEFAULT_TEETH = np.array([226, 218, 204], np.float32)
-_TONGUE = np.array([160, 72, 76], np.float32)
+_TONGUE = np.array([126, 58, 62], np.float32)
 _SS = 4  # supersampling of drawn teeth
 
 
@@ -43,7 +43,13 @@ class MouthStyle:
 
     @property
     def seam(self) -> np.ndarray:
-        return 0.55 * (self.upper_lip + self.lower_lip) / 2
+        """The contact line of pressed lips: the lips' colour in shadow (hue kept, a little deeper)."""
+        lip = (self.upper_lip + self.lower_lip) / 2
+        return lip * np.array([0.62, 0.5, 0.5], np.float32)
+
+    @property
+    def gum(self) -> np.ndarray:
+        return self.upper_lip * np.array([0.85, 0.62, 0.64], np.float32)
 
 
 def _poly(points: np.ndarray) -> np.ndarray:
@@ -117,6 +123,16 @@ class MouthModel:
     def shape(self) -> tuple[int, int]:
         return self.upper_alpha.shape
 
+    @property
+    def grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, columns) of the box as float32 arrays, made once."""
+        cached = self.__dict__.get("_grid")
+        if cached is None:
+            h, w = self.shape
+            cached = tuple(np.mgrid[0:h, 0:w].astype(np.float32))
+            object.__setattr__(self, "_grid", cached)
+        return cached
+
 
 def _lip_lines(upper: np.ndarray, lower: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Row of the inner upper / lower lip edge for every column of a box (clamped at the corners)."""
@@ -183,12 +199,15 @@ def _teeth_row(shape, edge: np.ndarray, length: float, center: float, half: floa
     into = (ys - line) if hanging else (line - ys)  # depth from the lip line towards the tips
     alpha = np.clip((tip[None, :] - into) * _SS / 2 + 0.5, 0, 1) * (u < 1.0)[None, :]
     tooth_w = (bounds[k + 1] - bounds[k]) * half
-    gap = np.exp(-((np.minimum(t, 1 - t) * tooth_w) / 0.45) ** 2)
-    shade = (1.0 - 0.5 * u ** 2) * (0.93 + 0.07 * np.sin(np.pi * t)) * (1 - 0.45 * gap)
+    gap = np.exp(-((np.minimum(t, 1 - t) * tooth_w) / 0.6) ** 2)
+    own_tone = 1.0 + 0.035 * np.sin(7.3 * k + 1.1)  # no two teeth exactly alike
+    shade = (1.0 - 0.45 * u ** 2) * (0.94 + 0.06 * np.sin(np.pi * t)) * (1 - 0.22 * gap) * own_tone
     gum_side = smoothstep(into / max(0.35 * length, 1.0))
-    vertical = 0.88 + 0.12 * gum_side
-    color = style.teeth[None, None, :] * (shade[None, :] * vertical)[..., None]
-    gum = 0.8 * (style.upper_lip if hanging else style.lower_lip)
+    tip_side = smoothstep((into - 0.8 * tip[None, :]) / max(0.2 * length, 0.5))  # translucent edge
+    vertical = (0.9 + 0.1 * gum_side) * (1 - 0.12 * tip_side)
+    teeth_color = style.teeth if hanging else style.teeth * np.array([0.86, 0.82, 0.76], np.float32)  # in shadow
+    color = teeth_color[None, None, :] * (shade[None, :] * vertical)[..., None]
+    gum = style.gum if hanging else style.lower_lip * np.array([0.8, 0.6, 0.62], np.float32)
     color = np.where((into < 0)[..., None], gum, color)
     alpha = np.where(into < 0, 1.0, alpha)
     color = cv2.resize(color.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
@@ -203,7 +222,7 @@ def _drawn_layers(shape, upper: np.ndarray, lower: np.ndarray, top: np.ndarray, 
     center = float((upper[0, 0] + upper[-1, 0]) / 2)
     half = float(abs(upper[-1, 0] - upper[0, 0]) / 2)
     up, ua = _teeth_row(shape, top, 0.036 * face_h, center, half, _UPPER_TEETH, style, True, blur)
-    lo, la = _teeth_row(shape, bottom, 0.014 * face_h, center, 0.92 * half, _LOWER_TEETH, style, False, blur)
+    lo, la = _teeth_row(shape, bottom, 0.026 * face_h, center, 0.9 * half, _LOWER_TEETH, style, False, blur)
     return up, ua, lo, la
 
 
@@ -259,18 +278,16 @@ def mouth_model(image: np.ndarray, landmarks: np.ndarray, face_h: float) -> Mout
                       style=style, face_h=face_h, own_teeth=own)
 
 
-def _cavity(shape, inside: np.ndarray, upper: np.ndarray, lower: np.ndarray, model: MouthModel) -> np.ndarray:
-    """The open mouth's inside: near-colour at the lips, darker with depth, a soft tongue low down,
-    with the portrait's grain."""
+def _cavity(dist: np.ndarray, upper: np.ndarray, lower: np.ndarray, model: MouthModel) -> np.ndarray:
+    """The open mouth's inside: near-colour at the lips, darker with depth (`dist`: px from the lips),
+    a soft tongue low down, with the portrait's grain."""
     style, face_h = model.style, model.face_h
     gap = float(np.linalg.norm(lower[5] - upper[5]))
-    dist = cv2.distanceTransform(inside, cv2.DIST_L2, 3)
     depth = smoothstep(dist / max(0.32 * gap, 1.0))[..., None]
     color = style.cavity_near + (style.cavity_deep - style.cavity_near) * depth
     visible = float(smoothstep((gap - 0.03 * face_h) / (0.04 * face_h)))
     if visible > 0:
-        h, w = shape
-        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        ys, xs = model.grid
         cx, cy = float(lower[5, 0]), float(lower[5, 1] - 0.32 * gap)
         ax, ay = 0.34 * float(abs(upper[-1, 0] - upper[0, 0])), 0.3 * gap
         tongue = np.exp(-((xs - cx) / ax) ** 2 - (np.minimum(ys - cy, 0) / ay) ** 2) * (0.75 * visible)
@@ -285,7 +302,7 @@ def _jaw_map(model: MouthModel, jaw: np.ndarray) -> tuple[np.ndarray, np.ndarray
     cols = np.arange(w, dtype=np.float64)
     jx = np.interp(cols, model.lower_rest[order, 0], jaw[order, 0]).astype(np.float32)
     jy = np.interp(cols, model.lower_rest[order, 0], jaw[order, 1]).astype(np.float32)
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    ys, xs = model.grid
     return xs - jx[None, :], ys - jy[None, :]
 
 
@@ -301,12 +318,12 @@ def _interior(model: MouthModel, upper: np.ndarray, lower: np.ndarray, jaw: np.n
         lower_layer, upper_layer = lower_layer + model.grain, upper_layer + model.grain
     top, bottom = _lip_lines(upper, lower, model.shape[1])
     visible = smoothstep((bottom - top - 0.008 * model.face_h) / (0.02 * model.face_h)).astype(np.float32)
-    out = _cavity(model.shape, inside, upper, lower, model)
+    dist = cv2.distanceTransform(inside, cv2.DIST_L2, 3)
+    out = _cavity(dist, upper, lower, model)
     out = out + (lower_layer - out) * (lower_alpha * visible)[..., None]
     out = out + (upper_layer - out) * (upper_alpha * visible)[..., None]
     if moved > 0:
-        dist = cv2.distanceTransform(inside, cv2.DIST_L2, 3)
-        out *= (1.0 - 0.4 * moved * np.exp(-dist / (0.018 * model.face_h)))[..., None]
+        out *= (1.0 - 0.28 * moved * np.exp(-dist / (0.012 * model.face_h)))[..., None]
     return out
 
 
@@ -318,7 +335,7 @@ def _seam(frame_region: np.ndarray, upper: np.ndarray, lower: np.ndarray, streng
     top, bottom = _lip_lines(upper, lower, w)
     reach = max(1.5, 0.012 * model.face_h)
     above, below = (top - reach).astype(np.float32), (bottom + reach).astype(np.float32)
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    ys, xs = model.grid
     t = np.clip((ys - above) / np.maximum(below - above, 1.0), 0, 1)
     col = np.broadcast_to(xs[:1], (1, w))
     upper_row = cv2.remap(frame_region, col, above[None, :] - 1, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -328,8 +345,10 @@ def _seam(frame_region: np.ndarray, upper: np.ndarray, lower: np.ndarray, streng
     out = frame_region * (1 - band) + fill * band
     seam = np.zeros((h, w), np.uint8)
     cv2.polylines(seam, [_poly((upper + lower) / 2)], False, 255, 1, cv2.LINE_AA, _SHIFT)
-    line = cv2.GaussianBlur(seam, (0, 0), max(0.5, model.face_h / 220)).astype(np.float32)[..., None] / 255.0
-    line = np.minimum(1.0, 1.5 * line) * (0.75 * strength)
+    line = cv2.GaussianBlur(seam, (0, 0), max(0.45, model.face_h / 260)).astype(np.float32) / 255.0
+    mid, half = float((upper[0, 0] + upper[-1, 0]) / 2), max(float(abs(upper[-1, 0] - upper[0, 0]) / 2), 1.0)
+    fade = 0.55 + 0.45 * np.clip(1 - ((xs[:1] - mid) / half) ** 2, 0, 1)  # deepest in the middle
+    line = (np.minimum(1.0, 1.3 * line) * fade * (0.7 * strength))[..., None]
     return out * (1 - line) + model.style.seam * line
 
 

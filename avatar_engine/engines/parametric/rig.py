@@ -249,6 +249,18 @@ class FaceRig:
             cv2.scaleAdd(f.data, c, view, dst=view)
         return (y0, y1, x0, x1), field
 
+    def _box_grids(self, by0: int, by1: int, bx0: int, bx1: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel coordinates of an ROI box, relative to the box and absolute (cached: the set of
+        active fields, hence the box, changes rarely)."""
+        key = (by0, by1, bx0, bx1)
+        cache = self.__dict__.setdefault("_grids", {})
+        if key not in cache:
+            absolute = np.ascontiguousarray(self._grid[by0:by1, bx0:bx1])
+            cache.clear()
+            cache[key] = (np.ascontiguousarray(self._local_grid[by0:by1, bx0:bx1] - np.array([bx0, by0], np.float32)),
+                          absolute)
+        return cache[key]
+
     def deform_local(self, coeffs: dict[str, float]) -> np.ndarray:
         """The portrait with the face's own deformation (no head motion): a new full-size image. Only
         the box the active fields cover is resampled; with nothing active it is the portrait exactly."""
@@ -257,11 +269,11 @@ class FaceRig:
         if local is None:
             return frame
         (by0, by1, bx0, bx1), field = local
-        grid = self._local_grid[by0:by1, bx0:bx1] - np.array([bx0, by0], np.float32)
+        grid, absolute = self._box_grids(by0, by1, bx0, bx1)
         # one fixed-point step inverts the forward field far better than negating it
         guess = grid - field
         at_source = cv2.remap(field, guess[..., 0], guess[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        src = self._grid[by0:by1, bx0:bx1] - at_source
+        src = absolute - at_source
         ry0, _, rx0, _ = self.roi
         frame[ry0 + by0:ry0 + by1, rx0 + bx0:rx0 + bx1] = cv2.remap(
             self._warp_source, src[..., 0], src[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
