@@ -46,6 +46,21 @@ def _model_dir() -> str:
     return os.path.join(get_model_path(), "en-us")
 
 
+_INITIAL_CMN: dict[int, str] = {}
+
+
+def decode_with_cmn(dec, pcm: bytes, cmn: str, check: Check | None = None) -> tuple[list[tuple[str, int, int]], str]:
+    """One utterance from cepstral mean `cmn` ("" = the model's initial one): (phones as (label, first
+    frame, last frame), the mean after it). Live normalisation would otherwise carry over from whatever
+    the decoder heard before, so the same clip would give other phones in another job."""
+    initial = _INITIAL_CMN.setdefault(id(dec), dec.get_cmn(False))
+    dec.set_cmn(cmn or initial)
+    dec.start_utt()
+    _feed(dec, pcm, check)
+    dec.end_utt()
+    return [(s.word, s.start_frame, s.end_frame) for s in dec.seg()], dec.get_cmn(False)
+
+
 @lru_cache(maxsize=1)
 def _allphone_decoder():
     from pocketsphinx import Decoder
@@ -131,37 +146,35 @@ def speech_segments(wav16k: np.ndarray, *, first_s: float = FIRST_SEGMENT_S,
     return [(a * hop, end if b >= n_hops else b * hop) for a, b in segments]
 
 
-def _decode_here(pcm: bytes, check: Check | None) -> list[tuple[str, int, int]]:
+def _decode_here(pcm: bytes, cmn: str, check: Check | None) -> tuple[list[tuple[str, int, int]], str]:
     """One utterance in this process, in short pieces (when the helper process is unavailable)."""
     _hold(check)
     try:
-        dec = _allphone_decoder()
-        dec.start_utt()
-        _feed(dec, pcm, check)
-        dec.end_utt()
-        return [(s.word, s.start_frame, s.end_frame) for s in dec.seg()]
+        return decode_with_cmn(_allphone_decoder(), pcm, cmn, check)
     finally:
         _lock.release()
 
 
-def decode_utterance(pcm: bytes, check: Check | None = None) -> list[tuple[str, int, int]]:
-    """Phones of one utterance by the helper process (never holds this interpreter); in this process,
-    piece by piece, where the helper cannot run."""
+def decode_utterance(pcm: bytes, cmn: str = "", check: Check | None = None) -> tuple[list[tuple[str, int, int]], str]:
+    """Phones of one utterance (and the cepstral mean after it) by the helper process, which never
+    holds this interpreter; in this process, piece by piece, where the helper cannot run."""
     from .recognizer import RecognizerUnavailable, phone_process
 
     try:
-        return phone_process().decode(pcm, check)
+        return phone_process().decode(pcm, cmn, check)
     except RecognizerUnavailable as exc:
         log.warning("phone recognition in-process: %s", exc)
-        return _decode_here(pcm, check)
+        return _decode_here(pcm, cmn, check)
 
 
 def recognize_stream(wav16k: np.ndarray, check: Check | None = None) -> Iterator[tuple[float, list[Phone]]]:
     """Phone loop recognition stretch by stretch: yields (seconds of audio now final, that stretch's
-    phones), so a renderer can start on the first seconds while the rest is still being recognised."""
+    phones), so a renderer can start on the first seconds while the rest is still being recognised.
+    The cepstral mean runs on from stretch to stretch of this clip (and only this clip)."""
     segments = speech_segments(wav16k)
+    cmn = ""
     for k, (a, b) in enumerate(segments):
-        segs = decode_utterance(_pcm16(wav16k[a:b]), check)
+        segs, cmn = decode_utterance(_pcm16(wav16k[a:b]), cmn, check)
         offset = a / RATE
         final_s = segments[k + 1][0] / RATE if k + 1 < len(segments) else len(wav16k) / RATE
         yield final_s, [Phone(_clean(w), offset + s * _FRAME_S, offset + (e + 1) * _FRAME_S) for w, s, e in segs]

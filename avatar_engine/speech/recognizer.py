@@ -7,8 +7,11 @@ request; the caller waits on the pipe in 50 ms steps, checking its job's deadlin
 and simply stops waiting when the job ends (the stale answer is skipped by the next request). A child
 that dies is started again on the next request.
 
-Protocol: request = 8-byte header (id, byte count, little-endian uint32) + 16 kHz s16le PCM on stdin;
-answer = one JSON line `{"id": n, "phones": [[label, first_frame, last_frame], ...]}` on stdout.
+Protocol: request = 12-byte header (id, CMN byte count, PCM byte count; little-endian uint32), the
+cepstral mean to start from (text, empty = the model's initial one), 16 kHz s16le PCM, on stdin;
+answer = one JSON line `{"id": n, "phones": [[label, first_frame, last_frame], ...], "cmn": "..."}`.
+The caller carries the cepstral mean from one stretch of its clip to the next, so the phones depend on
+that clip alone, never on which other job the helper served before.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Callable
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct("<II")
+_HEADER = struct.Struct("<III")
 _POLL_S = 0.05
 
 Check = Callable[[], None]
@@ -70,9 +73,10 @@ class PhoneProcess:
             proc.kill()
             proc.wait(timeout=5)
 
-    def decode(self, pcm: bytes, check: Check | None = None) -> list[tuple[str, int, int]]:
-        """Phones (label, first 10 ms frame, last frame) of one utterance. `check` runs every 50 ms while
-        waiting (for the lock or the answer); whatever it raises ends the wait at once."""
+    def decode(self, pcm: bytes, cmn: str, check: Check | None = None) -> tuple[list[tuple[str, int, int]], str]:
+        """Phones (label, first 10 ms frame, last frame) of one utterance and the cepstral mean after it,
+        starting from `cmn`. `check` runs every 50 ms while waiting (for the lock or the answer);
+        whatever it raises ends the wait at once."""
         while not self._lock.acquire(timeout=_POLL_S):
             if check is not None:
                 check()
@@ -80,7 +84,8 @@ class PhoneProcess:
             proc = self._proc if self._proc is not None and self._proc.poll() is None else self._start()
             request = next(self._ids)
             try:
-                proc.stdin.write(_HEADER.pack(request, len(pcm)) + pcm)
+                start = cmn.encode()
+                proc.stdin.write(_HEADER.pack(request, len(start), len(pcm)) + start + pcm)
                 return self._answer(proc, request, check)
             except (OSError, ValueError, json.JSONDecodeError) as exc:
                 self.close()
@@ -88,7 +93,7 @@ class PhoneProcess:
         finally:
             self._lock.release()
 
-    def _answer(self, proc: subprocess.Popen, request: int, check: Check | None) -> list[tuple[str, int, int]]:
+    def _answer(self, proc: subprocess.Popen, request: int, check: Check | None) -> tuple[list, str]:
         fd = proc.stdout.fileno()
         while True:
             while b"\n" in self._pending:
@@ -98,7 +103,7 @@ class PhoneProcess:
                     continue  # the answer to a request whose job stopped waiting
                 if "error" in answer:
                     raise RecognizerUnavailable(answer["error"])
-                return [tuple(p) for p in answer["phones"]]
+                return [tuple(p) for p in answer["phones"]], answer["cmn"]
             ready, _, _ = select.select([fd], [], [], _POLL_S)
             if ready:
                 chunk = os.read(fd, 1 << 16)
@@ -124,7 +129,7 @@ def phone_process() -> PhoneProcess:
 
 def _serve() -> None:
     """The helper's loop: read a request, decode it, answer; exit when stdin closes."""
-    from .phonemes import _allphone_decoder
+    from .phonemes import _allphone_decoder, decode_with_cmn
 
     decoder = _allphone_decoder()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
@@ -132,13 +137,12 @@ def _serve() -> None:
         header = stdin.read(_HEADER.size)
         if len(header) < _HEADER.size:
             return
-        request, size = _HEADER.unpack(header)
+        request, cmn_size, size = _HEADER.unpack(header)
+        cmn = stdin.read(cmn_size).decode()
         pcm = stdin.read(size)
         try:
-            decoder.start_utt()
-            decoder.process_raw(pcm, full_utt=False)  # as in-process (live CMN): the same phones either way
-            decoder.end_utt()
-            answer = {"id": request, "phones": [[s.word, s.start_frame, s.end_frame] for s in decoder.seg()]}
+            phones, cmn = decode_with_cmn(decoder, pcm, cmn)
+            answer = {"id": request, "phones": [list(p) for p in phones], "cmn": cmn}
         except Exception as exc:  # noqa: BLE001 - reported to the caller, who falls back
             answer = {"id": request, "error": f"{type(exc).__name__}: {exc}"}
         stdout.write(json.dumps(answer).encode() + b"\n")
