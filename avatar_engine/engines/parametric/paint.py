@@ -205,10 +205,11 @@ def _teeth_row(shape, edge: np.ndarray, length: float, center: float, half: floa
     gum_side = smoothstep(into / max(0.35 * length, 1.0))
     tip_side = smoothstep((into - 0.8 * tip[None, :]) / max(0.2 * length, 0.5))  # translucent edge
     vertical = (0.9 + 0.1 * gum_side) * (1 - 0.12 * tip_side)
-    teeth_color = style.teeth if hanging else style.teeth * np.array([0.86, 0.82, 0.76], np.float32)  # in shadow
+    teeth_color = style.teeth if hanging else style.teeth * np.array([0.98, 0.93, 0.85], np.float32)  # in shadow
     color = teeth_color[None, None, :] * (shade[None, :] * vertical)[..., None]
     gum = style.gum if hanging else style.lower_lip * np.array([0.8, 0.6, 0.62], np.float32)
-    color = np.where((into < 0)[..., None], gum, color)
+    root = -0.3 * length if hanging else 0.0  # upper teeth run on under the lip before the gum shows
+    color = np.where((into < root)[..., None], gum, color)
     alpha = np.where(into < 0, 1.0, alpha)
     color = cv2.resize(color.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
     alpha = cv2.resize(alpha.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
@@ -222,7 +223,8 @@ def _drawn_layers(shape, upper: np.ndarray, lower: np.ndarray, top: np.ndarray, 
     center = float((upper[0, 0] + upper[-1, 0]) / 2)
     half = float(abs(upper[-1, 0] - upper[0, 0]) / 2)
     up, ua = _teeth_row(shape, top, 0.036 * face_h, center, half, _UPPER_TEETH, style, True, blur)
-    lo, la = _teeth_row(shape, bottom, 0.026 * face_h, center, 0.9 * half, _LOWER_TEETH, style, False, blur)
+    # the lower row shows only in front: the lower lip and the cheeks hide the rest
+    lo, la = _teeth_row(shape, bottom, 0.02 * face_h, center, 0.66 * half, _LOWER_TEETH, style, False, blur)
     return up, ua, lo, la
 
 

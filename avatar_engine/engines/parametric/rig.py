@@ -60,27 +60,43 @@ class FaceRig:
 
         self.landmark_disp = self._landmark_displacements()
         self._fields = self._dense_fields()
-        self._warp_source = self._lips_filled()
+        self._warp_fill = self._lips_filled()
 
-    def _lips_filled(self) -> np.ndarray:
-        """What the face's deformation samples: the portrait with the space between its inner lips
-        filled from the lips around it. Where the lips close over teeth, the warp squeezes that space
-        into a line that its one-step inverse cannot resolve exactly; sampled from here, stray pixels
-        are lip, never teeth. (The mouth's inside is painted over afterwards, `paint.py`.)"""
+    def _lips_filled(self) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+        """What the face's deformation samples around the mouth: the space between the inner lips (and
+        the teeth's edge that shows just past the landmarks' lip line) filled from the lips around it,
+        as (box, patch). Where the lips close over teeth, the warp squeezes that space into a line
+        that its one-step inverse cannot resolve exactly, and where the jaw drops it stretches the
+        lip's edge: sampled from here, those pixels are lip, never teeth. (The mouth's inside is
+        painted over afterwards, `paint.py`.)"""
         outline = np.concatenate([self.points[R.LIPS_INNER_UPPER], self.points[R.LIPS_INNER_LOWER][::-1][1:-1]])
         mask = np.zeros(self.image.shape[:2], np.uint8)
         cv2.fillPoly(mask, [np.round(outline * 16).astype(np.int32).reshape(-1, 1, 2)], 255, cv2.LINE_8, 4)
         if not mask.any():
-            return self.image
-        mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
+            return None
+        reach = max(1, int(round(0.02 * self.face_h)))
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1)))
         ys, xs = np.nonzero(mask)
         pad = 6
         y0, y1 = max(0, ys.min() - pad), min(mask.shape[0], ys.max() + pad + 1)
         x0, x1 = max(0, xs.min() - pad), min(mask.shape[1], xs.max() + pad + 1)
-        filled = self.image.copy()
-        filled[y0:y1, x0:x1] = cv2.inpaint(np.ascontiguousarray(self.image[y0:y1, x0:x1]), mask[y0:y1, x0:x1],
-                                           3, cv2.INPAINT_TELEA)
-        return filled
+        patch = cv2.inpaint(np.ascontiguousarray(self.image[y0:y1, x0:x1]), mask[y0:y1, x0:x1], 3, cv2.INPAINT_TELEA)
+        return (int(y0), int(y1), int(x0), int(x1)), patch.astype(np.float32)
+
+    def _source(self, coeffs: dict[str, float]) -> np.ndarray:
+        """The image the face's deformation samples: the portrait, its lip-filled mouth faded in as the
+        mouth moves (no jump between a rest frame and the first moving one)."""
+        if self._warp_fill is None:
+            return self.image
+        activity = sum(abs(float(coeffs.get(name, 0.0))) for name in ("close", "open", "width", "round"))
+        k = float(smoothstep(activity / 0.15))
+        if k <= 0:
+            return self.image
+        (y0, y1, x0, x1), patch = self._warp_fill
+        source = self.image.copy()
+        original = self.image[y0:y1, x0:x1].astype(np.float32)
+        source[y0:y1, x0:x1] = np.clip(original + (patch - original) * k + 0.5, 0, 255).astype(np.uint8)
+        return source
 
     def _head_weight(self, dx, dy):
         """1 on the head (an ellipse around `head_center`), fading to 0 by 1.5x its radius."""
@@ -276,7 +292,7 @@ class FaceRig:
         src = absolute - at_source
         ry0, _, rx0, _ = self.roi
         frame[ry0 + by0:ry0 + by1, rx0 + bx0:rx0 + bx1] = cv2.remap(
-            self._warp_source, src[..., 0], src[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            self._source(coeffs), src[..., 0], src[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return frame
 
     def _head_map(self, head) -> np.ndarray:
