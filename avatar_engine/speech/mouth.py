@@ -58,13 +58,15 @@ def _signal_shapes(f: FrameFeatures) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def _speaking(loudness: np.ndarray, fps: float) -> np.ndarray:
-    """0..1: inside a stretch of speech (short gaps bridged), 0 in real pauses."""
-    return np.clip(gaussian_filter1d((loudness > 0.05).astype(np.float64), 0.1 * fps, mode="nearest") * 2.5, 0, 1)
+    """0..1: inside a stretch of speech, pauses under ~0.6 s bridged (the lips stay in speech position
+    between words), 0 in real pauses, where the mouth returns to the portrait's."""
+    voiced = (loudness > 0.05).astype(np.float64)
+    return np.clip(gaussian_filter1d(voiced, 0.22 * fps, mode="nearest") * 3.0, 0, 1)
 
 
 def _signal_closed(opening: np.ndarray, speaking: np.ndarray) -> np.ndarray:
     """Lips meet where speech dips between syllables; in pauses the mouth returns to the portrait's."""
-    return np.clip(speaking * (1.0 - opening / 0.25), 0, 1) * 0.8
+    return np.clip(speaking * (1.0 - opening / 0.25), 0, 1)
 
 
 def _signal_track(feats: FrameFeatures, fps: float) -> MouthTrack:
