@@ -321,9 +321,10 @@ class FaceRig:
         if not any(head):
             return frame
         src = self._head_map(head)
+        # fixed-point maps (1/32 px): about half the cost of a float remap, far below visible precision
+        map_xy, map_frac = cv2.convertMaps(src[..., 0], src[..., 1], cv2.CV_16SC2)
         y0, y1, x0, x1 = self.roi
-        frame[y0:y1, x0:x1] = cv2.remap(frame, src[..., 0], src[..., 1], cv2.INTER_LINEAR,
-                                        borderMode=cv2.BORDER_REPLICATE)
+        frame[y0:y1, x0:x1] = cv2.remap(frame, map_xy, map_frac, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return frame
 
     def deform(self, coeffs: dict[str, float], head=(0.0, 0.0, 0.0, 0.0)) -> np.ndarray:
