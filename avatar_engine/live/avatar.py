@@ -1,14 +1,16 @@
 """The live avatar: the embedded engine's face rig and mouth painting, one frame at a time.
 
-The rig, the mouth colours and the face are prepared once per session; a frame is one warp plus the
-painted mouth interior (and eyelids during a blink), the same per-frame work as the clip engine's.
+The rig, the mouth model and the face are prepared once per session; a frame is the clip engine's
+per-frame work (`engines.parametric.engine.render_frame`). Live lips start from closed (the session
+has no look-ahead to tell a pause from a gap between words).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..engines.parametric.paint import mouth_style, paint_eyelids, paint_mouth
+from ..engines.parametric.engine import render_frame
+from ..engines.parametric.paint import mouth_model
 from ..engines.parametric.rig import FaceRig
 from ..face import regions as R
 from ..face.locate import locate_face
@@ -21,7 +23,7 @@ class LiveAvatar:
         points, self.face_box = locate_face(image, source_scale)
         self.image = image
         self.rig = FaceRig(image, points)
-        self.style = mouth_style(image, points)
+        self.mouth = mouth_model(image, points, self.rig.face_h)
         self.mouth_box = self._mouth_box(points)
 
     @staticmethod
@@ -34,9 +36,4 @@ class LiveAvatar:
 
     def render(self, mouth: MouthShape, blink: float, pose: Pose) -> np.ndarray:
         coeffs = {"close": 1.0, "blink": blink, "open": mouth.open, "width": mouth.width, "round": mouth.round}
-        frame = self.rig.deform(coeffs, pose)
-        landmarks = self.rig.landmarks_at(coeffs, pose)
-        paint_mouth(frame, landmarks, self.rig.face_h, self.style)
-        if blink > 0:
-            paint_eyelids(frame, self.rig.landmarks_at({**coeffs, "blink": 0.0}, pose), blink)
-        return frame
+        return render_frame(self.rig, self.mouth, coeffs, pose)
