@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from ..face.blend import smoothstep
 from .features import FrameFeatures, frame_features
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,8 @@ def _speaking(loudness: np.ndarray, fps: float) -> np.ndarray:
     """0..1: inside a stretch of speech, pauses under ~0.6 s bridged (the lips stay in speech position
     between words), 0 in real pauses, where the mouth returns to the portrait's."""
     voiced = (loudness > 0.05).astype(np.float64)
-    return np.clip(gaussian_filter1d(voiced, 0.22 * fps, mode="nearest") * 3.0, 0, 1)
+    level = gaussian_filter1d(voiced, 0.22 * fps, mode="nearest") * 3.0
+    return smoothstep((level - 0.06) / 0.94)  # exactly 0 inside a real pause: the portrait's own mouth
 
 
 def _signal_closed(opening: np.ndarray, speaking: np.ndarray) -> np.ndarray:

@@ -118,6 +118,7 @@ class MouthModel:
     style: MouthStyle
     face_h: float
     own_teeth: bool  # the layers are the portrait's own mouth (else drawn teeth)
+    soft: float = 0.0  # px of blur the portrait's edges have (painted edges get as much)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -277,7 +278,7 @@ def mouth_model(image: np.ndarray, landmarks: np.ndarray, face_h: float) -> Mout
     else:
         layers = drawn
     return MouthModel((x0, y0), upper, lower, *layers, grain=_grain(image, (y0, y1, x0, x1), shape),
-                      style=style, face_h=face_h, own_teeth=own)
+                      style=style, face_h=face_h, own_teeth=own, soft=soft)
 
 
 def _cavity(dist: np.ndarray, upper: np.ndarray, lower: np.ndarray, model: MouthModel) -> np.ndarray:
@@ -286,7 +287,9 @@ def _cavity(dist: np.ndarray, upper: np.ndarray, lower: np.ndarray, model: Mouth
     style, face_h = model.style, model.face_h
     gap = float(np.linalg.norm(lower[5] - upper[5]))
     depth = smoothstep(dist / max(0.32 * gap, 1.0))[..., None]
-    color = style.cavity_near + (style.cavity_deep - style.cavity_near) * depth
+    # a narrow parting shows the lips' own shadowed inner edge, not a black slot
+    near = style.seam + (style.cavity_near - style.seam) * float(smoothstep(gap / (0.035 * face_h)))
+    color = near + (style.cavity_deep - near) * depth * float(smoothstep(gap / (0.05 * face_h)))
     visible = float(smoothstep((gap - 0.03 * face_h) / (0.04 * face_h)))
     if visible > 0:
         ys, xs = model.grid
@@ -343,7 +346,10 @@ def _seam(frame_region: np.ndarray, upper: np.ndarray, lower: np.ndarray, streng
     upper_row = cv2.remap(frame_region, col, above[None, :] - 1, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     lower_row = cv2.remap(frame_region, col, below[None, :] + 1, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     fill = upper_row + (lower_row - upper_row) * t[..., None]
-    band = (np.clip(ys - above + 0.5, 0, 1) * np.clip(below - ys + 0.5, 0, 1))[..., None] * strength
+    band = np.clip(ys - above + 0.5, 0, 1) * np.clip(below - ys + 0.5, 0, 1)
+    if model.soft > 0.6:
+        band = cv2.GaussianBlur(band, (0, 0), model.soft)
+    band = band[..., None] * strength
     out = frame_region * (1 - band) + fill * band
     seam = np.zeros((h, w), np.uint8)
     cv2.polylines(seam, [_poly((upper + lower) / 2)], False, 255, 1, cv2.LINE_AA, _SHIFT)
@@ -372,7 +378,10 @@ def paint_mouth(frame: np.ndarray, landmarks: np.ndarray, jaw: np.ndarray, close
     region = frame[y0:y0 + h, x0:x0 + w].astype(np.float32)
     mask = _fill((h, w), np.concatenate([upper, lower[::-1][1:-1]]))
     inside = (mask > 127).astype(np.uint8)
-    alpha = (mask.astype(np.float32) / 255.0)[..., None]
+    alpha = mask.astype(np.float32) / 255.0
+    if model.soft > 0.6:  # a soft (upscaled, blurred) portrait: the mouth's edge as soft as its others
+        alpha = cv2.GaussianBlur(alpha, (0, 0), model.soft)
+    alpha = alpha[..., None]
     out = _interior(model, upper, lower, jaw, inside, moved)
     if moved > 0:  # the lips' inner edges roll in and shade as the mouth moves
         outside = cv2.distanceTransform(1 - inside, cv2.DIST_L2, 3)

@@ -75,7 +75,7 @@ class FaceRig:
         if not mask.any():
             return None
         reach = max(1, int(round(0.02 * self.face_h)))
-        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1)))
+        mask = cv2.dilate(mask, np.ones((2 * reach + 1, 1), np.uint8))  # up and down only: corners stay skin
         ys, xs = np.nonzero(mask)
         pad = 6
         y0, y1 = max(0, ys.min() - pad), min(mask.shape[0], ys.max() + pad + 1)
