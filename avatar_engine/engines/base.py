@@ -49,6 +49,7 @@ class EngineStatus:
     available: bool
     reason: str = ""
     checkpoints: dict[str, str] = field(default_factory=dict)
+    forms: dict[str, str] = field(default_factory=dict)  # how each loaded file reached the network (health)
 
 
 def checkpoint_status(settings: Settings, found: CheckpointLookup, what: str, key: str, *,

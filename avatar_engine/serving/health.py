@@ -45,7 +45,7 @@ def engine_reports(settings: Settings) -> dict[str, dict[str, Any]]:
         report = component_report("engines", name, settings)
         out[name] = {"registered": True, "available": status.available, "reason": status.reason,
                      "auto": status.available and suits, "license": report["license"],
-                     "found": status.checkpoints, "checkpoints": report["checkpoints"]}
+                     "found": status.checkpoints, "forms": status.forms, "checkpoints": report["checkpoints"]}
     for name in load_inventory()["engines"]:
         if name not in out:
             report = component_report("engines", name, settings)

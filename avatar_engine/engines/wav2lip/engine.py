@@ -35,16 +35,25 @@ if TYPE_CHECKING:
 
     from .nets import Wav2Lip
 
-# Searched in this order under MODEL_ROOT/wav2lip: the GAN-trained weights give sharper mouths.
-CHECKPOINT_NAMES = checkpoint_names("wav2lip")  # wav2lip_gan.pth, then wav2lip.pth (runtime/models.json)
+# Searched in this order under MODEL_ROOT/wav2lip (runtime/models.json order): the GAN-trained weights first
+# (sharper mouths), the .pth training file before upstream's TorchScript file of today; then any other *.pt.
+CHECKPOINT_NAMES = checkpoint_names("wav2lip")
 # A face_box override smaller than this cannot hold a mouth the 96 px network can paint.
 MIN_BOX_PX = 16
 _MODELS: ModelCache = ModelCache(max_entries=2)
 
 
+def lookup_names(model_root: Path) -> tuple[str, ...]:
+    """CHECKPOINT_NAMES, then every other TorchScript-style `*.pt` in MODEL_ROOT/wav2lip (sorted)."""
+    folder = Path(model_root) / "wav2lip"
+    extra = sorted(p.name for p in folder.glob("*.pt") if p.name not in CHECKPOINT_NAMES) if folder.is_dir() else []
+    return CHECKPOINT_NAMES + tuple(extra)
+
+
 def lookup(settings: Settings) -> CheckpointLookup:
-    """WAV2LIP_CKPT, else MODEL_ROOT/wav2lip/wav2lip_gan.pth, else .../wav2lip.pth."""
-    return find_checkpoint(settings.wav2lip_ckpt, "WAV2LIP_CKPT", settings.model_root, "wav2lip", CHECKPOINT_NAMES)
+    """WAV2LIP_CKPT, else the first of `checkpoint_names` under MODEL_ROOT/wav2lip."""
+    return find_checkpoint(settings.wav2lip_ckpt, "WAV2LIP_CKPT", settings.model_root, "wav2lip",
+                           lookup_names(settings.model_root))
 
 
 def load_model(path: Path) -> tuple[Wav2Lip, torch.device]:
@@ -53,6 +62,16 @@ def load_model(path: Path) -> tuple[Wav2Lip, torch.device]:
 
     device = torch_device()
     return _MODELS.get((file_key(path), device.type), lambda: (load_wav2lip(path).to(device), device))
+
+
+def loaded_form(path: Path) -> str | None:
+    """How `path` was loaded in this process (state dict -> port, TorchScript ...), None before a load."""
+    try:
+        key = file_key(path)
+    except AvatarError:
+        return None
+    model = _MODELS.find(lambda k: k[0] == key)
+    return getattr(model[0], "checkpoint_form", None) if model is not None else None
 
 
 def _batch_size(device: torch.device) -> int:
@@ -82,8 +101,13 @@ class Wav2LipEngine(Engine, LipStage):
         self._motion = motion
 
     def status(self, settings: Settings) -> EngineStatus:
-        return checkpoint_status(settings, lookup(settings), "Wav2Lip checkpoint", "wav2lip", depends_on=self._motion,
-                                 purpose="head motion")
+        found = lookup(settings)
+        status = checkpoint_status(settings, found, "Wav2Lip checkpoint", "wav2lip", depends_on=self._motion,
+                                   purpose="head motion")
+        if status.available and found.path is not None:
+            form = loaded_form(found.path) or "not loaded yet"
+            return EngineStatus(True, status.reason, status.checkpoints, forms={"wav2lip": form})
+        return status
 
     def warm_up(self, settings: Settings) -> None:
         found = lookup(settings)
@@ -109,6 +133,7 @@ class Wav2LipEngine(Engine, LipStage):
                            n_frames=job.n_frames)
         first_box = fixed_box if fixed_box is not None else boxes[0]
         info = {**motion.info, "lip_box": [int(v) for v in first_box], "lip_model": lookup(job.settings).path.name,
+                "lip_form": getattr(stage.model, "checkpoint_form", None),
                 "device": str(device)}
         return PreparedRender(frames=frames, info=info)
 

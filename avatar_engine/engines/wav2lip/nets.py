@@ -16,7 +16,8 @@ from torch.nn import functional as F
 
 from ...audio.encoder import ConvBNReLU, down_block, mel_encoder
 from ...audio.mel import MEL_FRAMES_PER_SECOND, MEL_WINDOW
-from ...runtime.loading import extract_state_dict, load_strict, read_checkpoint
+from ...errors import AvatarError
+from ...runtime.loading import extract_state_dict, load_strict, read_checkpoint, read_torchscript, sniff_checkpoint
 
 FACE_SIZE = 96
 
@@ -111,18 +112,81 @@ class Wav2Lip(nn.Module):
         return out
 
 
-def load_wav2lip(path: str | os.PathLike) -> Wav2Lip:
-    """Build `Wav2Lip` from an official checkpoint (eval mode, CPU, float32).
+# How a checkpoint reached the lip stage (health and the doctor report it).
+FORM_PORT = "state dict -> port"
+FORM_TS_PORT = "TorchScript, weights -> port"
+FORM_TS_MODULE = "TorchScript module (scripted network runs as published)"
+
+
+class ScriptedWav2Lip(nn.Module):
+    """A published TorchScript Wav2Lip whose weights do not fit the port, behind the port's call signature."""
+
+    def __init__(self, scripted):
+        super().__init__()
+        self.scripted = scripted
+
+    def forward(self, audio_sequences: torch.Tensor, face_sequences: torch.Tensor) -> torch.Tensor:
+        return self.scripted(audio_sequences, face_sequences)
+
+
+def load_wav2lip(path: str | os.PathLike) -> nn.Module:
+    """Build the lip network from an official checkpoint (eval mode, CPU, float32); `.checkpoint_form` says how.
 
     Accepts the training layout `{"state_dict", "optimizer", "global_step", "global_epoch"}` or a bare
-    state dict, with or without DataParallel `module.` prefixes. Read with `weights_only=True`; any
-    unreadable, truncated or mismatching file raises AvatarError("engine_unavailable") naming it.
+    state dict, with or without DataParallel `module.` prefixes (read with `weights_only=True`), and
+    TorchScript archives such as upstream's `Wav2Lip-SD-GAN.pt`: their weights go into the port when the
+    layout matches, else the scripted module runs after an input/output check. Any unreadable, truncated
+    or mismatching file raises AvatarError("engine_unavailable") naming it and what it is.
     """
-    raw = read_checkpoint(path)
-    state_dict = extract_state_dict(raw, prefer=("state_dict",), strip=("module.",))
+    if sniff_checkpoint(path).kind == "torchscript":
+        return _from_torchscript(path)
+    state_dict = extract_state_dict(read_checkpoint(path), prefer=("state_dict",), strip=("module.",))
     model = Wav2Lip()
     load_strict(model, state_dict, path)
+    model.checkpoint_form = FORM_PORT
     return model.eval()
+
+
+def _from_torchscript(path: str | os.PathLike) -> nn.Module:
+    try:
+        scripted = read_torchscript(path)
+    except Exception as exc:  # noqa: BLE001 - a damaged archive or ops this torch lacks
+        raise AvatarError("engine_unavailable", f"checkpoint {path} is a TorchScript archive that torch.jit.load "
+                                                f"refused: {type(exc).__name__}: {exc}") from None
+    state_dict = extract_state_dict(dict(scripted.state_dict()), prefer=(), strip=("module.",))
+    model = Wav2Lip()
+    own = model.state_dict()
+    if state_dict.keys() == own.keys() and all(state_dict[k].shape == own[k].shape for k in own):
+        model.load_state_dict({k: v.detach().float() if v.is_floating_point() else v for k, v in state_dict.items()})
+        model.checkpoint_form = FORM_TS_PORT
+        return model.eval()
+    wrapped = ScriptedWav2Lip(scripted).float().eval()
+    check_lip_network(wrapped, path)
+    wrapped.checkpoint_form = FORM_TS_MODULE
+    return wrapped
+
+
+def check_lip_network(model: nn.Module, path: str | os.PathLike) -> None:
+    """Refuse a network that does not take (B,1,80,16) mel + (B,6,96,96) faces in [0, 1] and return
+    (B,3,96,96) in [0, 1]: anything else would paint garbage mouths instead of failing."""
+    gen = torch.Generator().manual_seed(0)
+    mel = torch.randn(2, 1, 80, MEL_WINDOW, generator=gen)
+    faces = torch.rand(2, 6, FACE_SIZE, FACE_SIZE, generator=gen)
+    try:
+        with torch.inference_mode():
+            out = model(mel, faces)
+    except Exception as exc:  # noqa: BLE001 - a network for another input size or layout
+        raise AvatarError("engine_unavailable", f"checkpoint {path}: the TorchScript network does not take Wav2Lip's "
+                                                f"inputs (2,1,80,16) mel + (2,6,96,96) faces: {type(exc).__name__}: "
+                                                f"{str(exc).splitlines()[0][:200]}") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, 3, FACE_SIZE, FACE_SIZE):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise AvatarError("engine_unavailable", f"checkpoint {path}: the TorchScript network returns {got}, "
+                                                f"the lip stage needs (2,3,96,96)")
+    low, high = float(out.min()), float(out.max())
+    if not (torch.isfinite(out).all() and low >= -1e-3 and high <= 1 + 1e-3):
+        raise AvatarError("engine_unavailable", f"checkpoint {path}: the TorchScript network's output spans "
+                                                f"[{low:.3g}, {high:.3g}], the lip stage needs values in [0, 1]")
 
 
 def mel_chunk_starts(mel_frames: int, fps: float, n_frames: int | None = None) -> list[int]:
