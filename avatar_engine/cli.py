@@ -134,6 +134,22 @@ def _evaluate(args) -> int:
     return evaluation.exit_code
 
 
+def _models(args) -> int:
+    from .runtime.doctor import examine, fetch_image, render_text
+
+    settings = get_settings() if args.root is None else get_settings().model_copy(update={"model_root": args.root})
+    image = args.fetch or args.image or settings.avatar_image
+    if args.fetch and fetch_image(args.fetch, Path(settings.model_root)) != 0:
+        print(f"error: fetching the {args.fetch} image's checkpoints failed (above); the report follows", file=sys.stderr)
+    try:
+        report = examine(settings, image)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict(), indent=2) if args.json else render_text(report))
+    return 0 if report.ok else 1
+
+
 def _mcp(_args) -> int:
     from .mcp_server import main as serve
 
@@ -194,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--baseline", help="an earlier report.json: exit 1 naming each regression beyond the tolerances")
     v.add_argument("--timeout", type=float, default=900.0, help="seconds per job on a remote target")
     v.set_defaults(func=_evaluate)
+    d = sub.add_parser("models", help="model doctor: every checkpoint each engine would use and whether it loads")
+    d.add_argument("--root", type=Path, help="model folder to examine (default MODEL_ROOT)")
+    d.add_argument("--image", help="judge against what this image promises (default AVATAR_IMAGE)")
+    d.add_argument("--json", action="store_true", help="machine-readable report")
+    d.add_argument("--fetch", metavar="IMAGE", help="first download IMAGE's checkpoints (the image builder's code)")
+    d.set_defaults(func=_models)
     m = sub.add_parser("mcp", help="serve the render_avatar MCP tool over stdio")
     m.set_defaults(func=_mcp)
     lv = sub.add_parser("live", help="serve live talking-head sessions over WebSocket (docs/LIVE.md)")

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
         None, description="explicit FOMM vox-256 checkpoint, vox-cpk.pth.tar or vox-adv-cpk.pth.tar (FOMM_CKPT)")
     diff2lip_ckpt: Path | None = Field(
         None, description="explicit Diff2Lip checkpoint, a flat state_dict .pt; CC BY-NC 4.0 (DIFF2LIP_CKPT)")
+    avatar_image: str | None = Field(
+        None, description="which image this is, sadtalker or hq (AVATAR_IMAGE; set by the Dockerfiles): the model "
+                          "doctor checks its promised engines")
     diff2lip_compile: bool = Field(
         False, description="wrap the Diff2Lip UNet in torch.compile on CUDA (DIFF2LIP_COMPILE; never on CPU)")
     sadtalker_auto_min_gpu_gb: float = Field(

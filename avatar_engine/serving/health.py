@@ -124,6 +124,17 @@ def browser_playback(settings: Settings) -> dict[str, Any]:
     return report
 
 
+def models_summary(settings: Settings) -> dict[str, Any]:
+    """The model doctor's cheap summary (format from each file's first bytes, cached per file identity)."""
+    from ..runtime.doctor import summary
+
+    try:
+        return summary(settings)
+    except Exception as exc:  # noqa: BLE001 - health reports, never raises
+        log.warning("model summary failed: %s", exc)
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
 def health(settings: Settings) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = {
@@ -135,6 +146,7 @@ def health(settings: Settings) -> dict[str, Any]:
         "stages": stage_reports(settings),
         "auto_chain": auto_chain(settings),
         "browser_playback": browser_playback(settings),
+        "models": models_summary(settings),
     }
     out["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 1)
     return out
