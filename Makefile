@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench evaluate contact-sheet clean image-check
+.PHONY: demo test bench evaluate contact-sheet clean image-check gpu-check
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ bench: $(STAMP)
 # The quick scenario suite in process -> out/evaluate/report.json + report.html (docs/EVALUATE.md)
 evaluate: $(STAMP)
 	$(PY) -m avatar_engine evaluate --out out/evaluate --quick
+
+# The GPU proof (scripts/gpu_check.py): goldens fp32/fp16, renders, NVENC, OOM step-down, GPU bench -> gpu_check.json
+gpu-check: $(STAMP)
+	$(PY) scripts/gpu_check.py --out gpu_check.json
 
 contact-sheet: $(STAMP)
 	$(PY) scripts/contact_sheet.py

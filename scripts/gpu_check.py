@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""GPU proof: run on the first GPU lent (`make gpu-check`), or on the CPU in quick mode so it cannot rot.
+
+    python scripts/gpu_check.py [--out gpu_check.json]              # CUDA, full sizes, < 8 min on one GPU
+    python scripts/gpu_check.py --quick --device cpu --out FILE     # the same checks, small, on the CPU
+
+Checks, each timed, one JSON report ({"device": {...}, "checks": [{"name", "ok", "seconds", "detail"}]}),
+exit 1 when any check fails:
+- golden/<net>/<fp32|fp16>: the det-weight golden forward on the device. Tolerances (rel L2 on every stored
+  tensor): fp32 1e-4 with TF32 off (the CPU tests' float32 bound); fp16 autocast 3e-2 (half precision
+  carries ~1e-3 per layer; a wrong port lands at O(1)).
+- render/<engine>: an end-to-end render through the pipeline from det-weight checkpoints written in the
+  official layout (Wav2Lip: the legacy-pickle training dict, and upstream's TorchScript form).
+- nvenc: the probe and, where it opens, an NVENC encode; a GPU without NVENC (H100/H200/A100) or a CPU
+  is reported as ok with detail "not available".
+- oom_step_down: a render under a forced memory cap (torch.cuda.set_per_process_memory_fraction) must
+  finish after stepping its batch down; on the CPU the out-of-memory error is simulated at the same spot.
+- bench/<net>: the GPU section of `make bench`: frames/s of the lip network at batch 64, fp32 and fp16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+FP32_TOL = 1e-4
+FP16_TOL = 3e-2
+
+
+def device_info(device: str) -> dict:
+    import torch
+
+    info = {"type": device, "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+            "cpu": platform.processor() or platform.machine()}
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_memory_gb"] = round(torch.cuda.get_device_properties(0).total_memory / 1024 ** 3, 1)
+        try:
+            info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                            capture_output=True, text=True, timeout=20).stdout.strip() or None
+        except (OSError, subprocess.TimeoutExpired):
+            info["driver"] = None
+    return info
+
+
+_DET: dict = {}
+
+
+def det_wav2lip():
+    """One det-weight Wav2Lip per process (filling 36 M weights costs seconds), copied per use."""
+    import copy
+
+    from avatar_engine.engines.wav2lip.nets import Wav2Lip
+    from avatar_engine.runtime.detweights import fill_module
+
+    if "wav2lip" not in _DET:
+        _DET["wav2lip"] = fill_module(Wav2Lip())
+    return copy.deepcopy(_DET["wav2lip"])
+
+
+def rel_l2(actual, expected) -> float:
+    import numpy as np
+
+    a, e = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    return float(np.linalg.norm(a - e) / max(np.linalg.norm(e), 1e-300))
+
+
+def check_golden_wav2lip(device: str, quick: bool) -> list[tuple[str, Callable[[], str]]]:
+    """Wav2Lip's stored golden forward (tests/fixtures/wav2lip), fp32 and fp16, on `device`."""
+    import numpy as np
+    import torch
+
+    golden = dict(np.load(REPO / "tests/fixtures/wav2lip/golden_forward.npz"))
+
+    def run(half: bool) -> str:
+        model = det_wav2lip().to(device)
+        audio = torch.from_numpy(golden["audio_sequences"]).float().to(device)
+        faces = torch.from_numpy(golden["face_sequences"]).float().to(device)
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.float16 if device == "cuda" else torch.bfloat16,
+                                                      enabled=half):
+            out = model(audio, faces).float().cpu().numpy()
+        err, tol = rel_l2(out, golden["output"]), FP16_TOL if half else FP32_TOL
+        assert err <= tol, f"rel L2 {err:.2e} > {tol:.0e}"
+        return f"rel L2 {err:.2e} (tolerance {tol:.0e})" + ("" if device == "cuda" or not half else ", bf16 on CPU")
+
+    return [("golden/wav2lip/fp32", lambda: run(False)), ("golden/wav2lip/fp16", lambda: run(True))]
+
+
+def write_wav2lip_files(root: Path, torchscript: bool) -> None:
+    """Det-weight Wav2Lip under MODEL_ROOT in upstream's training layout (legacy pickle, `module.` keys), or
+    as upstream's TorchScript Wav2Lip-SD-GAN.pt."""
+    import torch
+
+    (root / "wav2lip").mkdir(parents=True, exist_ok=True)
+    model = det_wav2lip()
+    if torchscript:
+        example = (torch.randn(1, 1, 80, 16), torch.rand(1, 6, 96, 96))
+        with torch.no_grad():
+            torch.jit.save(torch.jit.trace(model, example), root / "wav2lip" / "Wav2Lip-SD-GAN.pt")
+        return
+    state = {"module." + k: v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "optimizer": {}, "global_step": 0, "global_epoch": 0},
+               root / "wav2lip" / "wav2lip_gan.pth", _use_new_zipfile_serialization=False)
+
+
+def render_once(root: Path, engine: str, quick: bool, seconds: float | None = None) -> dict:
+    """One pipeline render with local inputs; returns the result dict."""
+    from avatar_engine.engines.wav2lip import engine as w2l_engine
+    from avatar_engine.pipeline import LocalInputs, render
+    from avatar_engine.schema import parse_request
+    from avatar_engine.settings import Settings
+
+    w2l_engine._MODELS.clear()  # each render loads its own files
+    settings = Settings(model_root=root, output_dir=str(root / "out"), sadtalker_auto_min_gpu_gb=0)
+    size = 128 if quick else 512
+    request = parse_request({"engine": engine, "size": size, "fps": 25, "lipsync": "signal",
+                             "output": {"delivery": "path"}}, local=True)
+    audio = (REPO / "assets" / ("short_16k.wav" if quick else "speech_16k.wav")).read_bytes()
+    local = LocalInputs(image=(REPO / "assets/astronaut_512.png").read_bytes(), audio=audio)
+    out = root / "out" / f"{engine}.mp4"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = render(request, settings=settings, local=local, out_path=str(out))
+    assert out.is_file() and out.stat().st_size > 0, "no MP4 written"
+    return result
+
+
+def check_renders(device: str, quick: bool, work: Path) -> list[tuple[str, Callable[[], str]]]:
+    def run(engine: str, torchscript: bool = False) -> str:
+        root = work / f"{engine}{'-ts' if torchscript else ''}"
+        if engine == "wav2lip":
+            write_wav2lip_files(root, torchscript)
+        result = render_once(root, engine, quick)
+        assert result.get("engine") == engine, f"rendered by {result.get('engine')}: {result.get('fallback_reason')}"
+        return f"{result.get('frames')} frames, engine {result.get('engine')}, device {result.get('device', device)}"
+
+    return [("render/still", lambda: run("still")), ("render/parametric", lambda: run("parametric")),
+            ("render/wav2lip (training .pth)", lambda: run("wav2lip")),
+            ("render/wav2lip (TorchScript .pt)", lambda: run("wav2lip", torchscript=True))]
+
+
+def check_nvenc(device: str, quick: bool, work: Path) -> str:
+    import numpy as np
+
+    from avatar_engine.media import encode
+
+    encode.pick_encoder.cache_clear()
+    if encode.pick_encoder("auto") != "h264_nvenc":
+        return "not available (no NVENC on this device: CPUs and H100/H200/A100 have none); libx264 is used"
+    import av
+
+    out = work / "nvenc.mp4"
+    with av.open(str(out), "w") as container:
+        stream = container.add_stream("h264_nvenc", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 512, 512, "yuv420p"
+        for i in range(50):
+            frame = av.VideoFrame.from_ndarray(np.full((512, 512, 3), i * 5 % 255, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    assert out.stat().st_size > 0
+    return f"h264_nvenc encoded 50 frames 512x512 ({out.stat().st_size} bytes)"
+
+
+@contextmanager
+def _simulated_oom(max_batch: int):
+    """CPU stand-in for a memory cap: the lip stage raises torch's OutOfMemoryError above `max_batch` frames."""
+    import torch
+
+    from avatar_engine.engines.wav2lip import lips
+
+    original = lips.Wav2LipLipSync._render
+
+    def capped(self, batch, mel, starts):
+        if len(batch) > max_batch:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (simulated: {len(batch)} > {max_batch} frames)")
+        return original(self, batch, mel, starts)
+
+    lips.Wav2LipLipSync._render = capped
+    try:
+        yield
+    finally:
+        lips.Wav2LipLipSync._render = original
+
+
+def check_oom(device: str, quick: bool, work: Path) -> str:
+    import torch
+
+    root = work / "oom"
+    write_wav2lip_files(root, False)
+    if device != "cuda":
+        with _simulated_oom(4):
+            result = render_once(root, "wav2lip", True)
+        how = "simulated OutOfMemoryError above 4 frames"
+    else:
+        torch.cuda.empty_cache()
+        total = torch.cuda.get_device_properties(0).total_memory
+        cap = (torch.cuda.memory_allocated() + 600 * 1024 ** 2) / total  # the model fits, batch 128 does not
+        torch.cuda.set_per_process_memory_fraction(cap)
+        try:
+            result = render_once(root, "wav2lip", quick)
+        finally:
+            torch.cuda.set_per_process_memory_fraction(1.0)
+            torch.cuda.empty_cache()
+        how = f"memory fraction {cap:.4f} ({cap * total / 1024 ** 2:.0f} MiB)"
+    limit = (result.get("info") or {}).get("oom_batch_limit") or result.get("oom_batch_limit")
+    assert result.get("engine") == "wav2lip", f"fell back to {result.get('engine')}: {result.get('fallback_reason')}"
+    assert limit, f"no step-down recorded ({how}); result keys: {sorted(result)}"
+    return f"{how}: finished at batch {limit}"
+
+
+def check_bench(device: str, quick: bool) -> str:
+    import torch
+
+    batch, reps = (4, 2) if quick else (64, 20)
+    model = det_wav2lip().to(device)
+    audio, faces = torch.randn(batch, 1, 80, 16, device=device), torch.rand(batch, 6, 96, 96, device=device)
+    figures = []
+    for half in (False, True):
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.float16 if device == "cuda" else torch.bfloat16,
+                                                      enabled=half):
+            model(audio, faces)
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(reps):
+                model(audio, faces)
+            _sync(device)
+        fps = batch * reps / (time.perf_counter() - start)
+        figures.append(f"{'fp16' if half else 'fp32'} {fps:,.0f} frames/s")
+    return f"Wav2Lip forward, batch {batch}: " + ", ".join(figures)
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_check(name: str, call: Callable[[], str]) -> dict:
+    start = time.perf_counter()
+    try:
+        detail, ok = call(), True
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a report line
+        detail, ok = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}", False
+    seconds = round(time.perf_counter() - start, 2)
+    print(f"{'ok  ' if ok else 'FAIL'} {name} ({seconds} s): {detail.splitlines()[0] if detail else ''}", flush=True)
+    return {"name": name, "ok": ok, "seconds": seconds, "detail": detail}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--quick", action="store_true", help="small sizes (the CPU test)")
+    parser.add_argument("--out", type=Path, default=Path("gpu_check.json"))
+    args = parser.parse_args(argv)
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: no CUDA device here; use --device cpu --quick for the CPU rehearsal", file=sys.stderr)
+        return 2
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 goldens mean fp32, not TF32
+    torch.backends.cudnn.allow_tf32 = False
+    with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
+        work = Path(tmp)
+        checks = check_golden_wav2lip(args.device, args.quick) + check_renders(args.device, args.quick, work) + [
+            ("nvenc", lambda: check_nvenc(args.device, args.quick, work)),
+            ("oom_step_down", lambda: check_oom(args.device, args.quick, work)),
+            ("bench/wav2lip", lambda: check_bench(args.device, args.quick))]
+        results = [run_check(name, call) for name, call in checks]
+    report = {"device": device_info(args.device), "quick": args.quick, "checks": results}
+    args.out.write_text(json.dumps(report, indent=2))
+    failed = [r["name"] for r in results if not r["ok"]]
+    print(f"{len(results) - len(failed)}/{len(results)} checks ok; report: {args.out}"
+          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
