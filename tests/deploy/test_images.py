@@ -126,7 +126,8 @@ def test_manifest_entries_are_well_formed():
 
 def test_manifest_paths_are_where_the_engines_look():
     files = INVENTORY["files"]
-    assert {files[k]["path"] for k in ("wav2lip_gan", "wav2lip")} == {f"wav2lip/{n}" for n in W2L_NAMES}
+    w2l_keys = ("wav2lip_gan", "wav2lip", "wav2lip_sd_gan", "wav2lip_sd_nogan")
+    assert {files[k]["path"] for k in w2l_keys} == {f"wav2lip/{n}" for n in W2L_NAMES}
     assert files["sadtalker_256"]["path"] == f"sadtalker/{st_ck.safetensors_name(256)}"
     assert files["sadtalker_512"]["path"] == f"sadtalker/{st_ck.safetensors_name(512)}"
     assert files["sadtalker_mapping_crop"]["path"] == f"sadtalker/{st_ck.mapping_name('crop')}"
@@ -140,6 +141,7 @@ def test_manifest_paths_are_where_the_engines_look():
     except ImportError:
         return
     assert files["fomm_vox"]["path"] == f"fomm/{FOMM_NAMES[0]}"
+    assert files["fomm_vox_adv"]["path"] == f"fomm/{FOMM_NAMES[1]}"
     assert files["diff2lip"]["path"] == f"diff2lip/{PREFERRED_NAMES[0]}"
 
 
