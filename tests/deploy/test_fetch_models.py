@@ -43,6 +43,9 @@ class _Server:
                 if self.path == "/missing":
                     self.send_error(404)
                     return
+                if self.path == "/html":  # what a Drive quota or sign-in page looks like to wget
+                    self._send(200, b"<!DOCTYPE html><html><body>Google Drive - Quota exceeded</body></html>")
+                    return
                 body = OTHER if self.path == "/other" else GOOD
                 if self.path == "/short":
                     self._send(200, body[: len(body) // 2], length=len(body))
@@ -212,3 +215,79 @@ def test_real_manifest_selects_each_images_files():
     hq = {e.key for e in fm.entries_for(manifest, "hq")}
     assert {"sadtalker_256", "sadtalker_mapping_crop", "wav2lip_gan", "gfpgan_v14"} <= sad
     assert {"fomm_vox", "diff2lip", "gfpgan_v14"} <= hq and "fomm_vox" not in sad
+
+
+def _sources(*urls, size=len(GOOD), sha=None, key="demo", fallback=()):
+    srcs = tuple(fm.Source("http", u, "mirror") for u in urls)
+    return fm.Entry(key, f"demo/{key}.bin", urls[0], size, sha, None, srcs, tuple(fallback))
+
+
+def test_html_page_is_refused_and_the_next_source_serves(server, tmp_path):
+    entry = _sources(server.url + "/html", server.url + "/good", size=None)
+    dest = fm.fetch(entry, tmp_path, opts=FAST, log=lambda *_: None)
+    assert dest.read_bytes() == GOOD
+    assert [p for p, _ in server.requests][:1] == ["/html"]
+
+
+def test_every_url_tried_and_what_to_do_next(server, tmp_path):
+    entry = _sources(server.url + "/missing", server.url + "/html", size=None)
+    with pytest.raises(fm.FetchError) as info:
+        fm.fetch(entry, tmp_path, opts=FAST, log=lambda *_: None)
+    text = str(info.value)
+    assert "demo/demo.bin" in text and "tried 2 source(s)" in text
+    assert f"{server.url}/missing (mirror): HTTP 404" in text and "HTML page" in text
+    assert "MODEL_URLS='demo=<url>'" in text and "network volume" in text and str(tmp_path / "demo/demo.bin") in text
+
+
+class _FakeGdown:
+    """gdown's two calls the builder uses, over a dict of Drive ids -> bytes and one folder listing."""
+
+    File = __import__("collections").namedtuple("File", "id path local_path")
+
+    def __init__(self, files: dict, folder: list):
+        self.files, self.folder, self.calls = files, folder, []
+
+    def download_folder(self, url, skip_download, quiet):
+        self.calls.append(("folder", url))
+        return [self.File(i, p, p) for i, p in self.folder]
+
+    def download(self, id, output, quiet, resume):
+        self.calls.append(("file", id))
+        Path(output).write_bytes(self.files[id])
+        return output
+
+
+def test_drive_folder_source_picks_the_file_by_name(tmp_path):
+    fake = _FakeGdown({"ID_SD_GAN_123": GOOD}, [("ID_SAMPLE_456", "samples/a.mp4"), ("ID_SD_GAN_123", "Wav2Lip-SD-GAN.pt")])
+    src = fm.Source("gdrive_folder", "https://drive.google.com/drive/folders/FOLDER", "upstream", "Wav2Lip-SD-GAN.pt")
+    entry = fm.Entry("w", "wav2lip/Wav2Lip-SD-GAN.pt", None, len(GOOD), None, None, (src,))
+    assert fm.fetch(entry, tmp_path, log=lambda *_: None, gdown=fake).read_bytes() == GOOD
+    assert fake.calls[-1] == ("file", "ID_SD_GAN_123")
+    missing = fm.Entry("w2", "wav2lip/other.pt", None, None, None, None,
+                       (fm.Source("gdrive_folder", src.url, "upstream", "other.pt"),))
+    with pytest.raises(fm.FetchError, match="no other.pt in the Drive folder; it lists Wav2Lip-SD-GAN.pt, a.mp4"):
+        fm.fetch(missing, tmp_path, log=lambda *_: None, gdown=fake)
+
+
+def test_drive_file_link_and_quota_page(tmp_path):
+    fake = _FakeGdown({"1AbCdEfGhIjK": b"<!doctype html><title>Quota exceeded</title>"}, [])
+    entry = fm.Entry("d", "d/x.pt", None, None, None)
+    with pytest.raises(fm.FetchError, match="HTML page"):
+        fm.fetch(entry, tmp_path, url="https://drive.google.com/file/d/1AbCdEfGhIjK/view", log=lambda *_: None,
+                 gdown=fake)
+    assert not (tmp_path / "d/x.pt").exists() and not (tmp_path / "d/x.pt.part").exists()
+
+
+def test_fallback_file_serves_when_the_first_cannot_be_fetched(server, tmp_path):
+    manifest = {"files": {
+        "first": {"path": "w/first.pth", "url": server.url + "/missing", "size": None, "sha256": None,
+                  "fallback_files": ["second"]},
+        "second": {"path": "w/second.pt", "sources": [{"kind": "http", "url": server.url + "/good",
+                                                        "role": "upstream"}], "size": None, "sha256": None}}}
+    entry = fm.entry_from(manifest, "first")
+    assert fm.fetch_with_fallbacks(manifest, entry, tmp_path, {}, FAST, log=lambda *_: None) is None
+    assert (tmp_path / "w/second.pt").read_bytes() == GOOD
+    manifest["files"]["second"]["sources"][0]["url"] = server.url + "/missing"
+    error = fm.fetch_with_fallbacks(manifest, fm.entry_from(manifest, "first"), tmp_path / "again", {}, FAST,
+                                    log=lambda *_: None)
+    assert "first: could not fetch" in error and "second: could not fetch" in error
