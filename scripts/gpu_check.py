@@ -6,9 +6,11 @@
 
 Checks, each timed, one JSON report ({"device": {...}, "checks": [{"name", "ok", "seconds", "detail"}]}),
 exit 1 when any check fails:
-- golden/<net>/<fp32|fp16>: the det-weight golden forward on the device. Tolerances (rel L2 on every stored
-  tensor): fp32 1e-4 with TF32 off (the CPU tests' float32 bound); fp16 autocast 3e-2 (half precision
-  carries ~1e-3 per layer; a wrong port lands at O(1)).
+- golden/<net>/<fp32|fp16>: each port's det-weight golden forward (Wav2Lip, GFPGAN, FOMM keypoint detector
+  and generator, Diff2Lip UNet) on the device. Tolerances, rel L2 of the stored output: fp32 1e-4 with TF32
+  off (the CPU tests' float32 bound); fp16 autocast 3e-2 (Diff2Lip 5e-2, its own test's bound; half precision
+  carries ~1e-3 per layer, a wrong port lands at O(1)); no fp16 check where production stays fp32 (FOMM's
+  keypoints). On a CPU half precision is bf16, tolerance x5. --quick runs Wav2Lip and FOMM only.
 - render/<engine>: an end-to-end render through the pipeline from det-weight checkpoints written in the
   official layout (Wav2Lip: the legacy-pickle training dict, and upstream's TorchScript form).
 - nvenc: the probe and, where it opens, an NVENC encode; a GPU without NVENC (H100/H200/A100) or a CPU
@@ -78,25 +80,108 @@ def rel_l2(actual, expected) -> float:
     return float(np.linalg.norm(a - e) / max(np.linalg.norm(e), 1e-300))
 
 
-def check_golden_wav2lip(device: str, quick: bool) -> list[tuple[str, Callable[[], str]]]:
-    """Wav2Lip's stored golden forward (tests/fixtures/wav2lip), fp32 and fp16, on `device`."""
+def _npz(name: str) -> dict:
     import numpy as np
+
+    with np.load(REPO / "tests/fixtures" / name) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _image(u8, device: str):
     import torch
 
-    golden = dict(np.load(REPO / "tests/fixtures/wav2lip/golden_forward.npz"))
+    return torch.from_numpy(u8.astype("float32") / 255.0).permute(2, 0, 1)[None].to(device)
 
-    def run(half: bool) -> str:
-        model = det_wav2lip().to(device)
-        audio = torch.from_numpy(golden["audio_sequences"]).float().to(device)
-        faces = torch.from_numpy(golden["face_sequences"]).float().to(device)
-        with torch.inference_mode(), torch.autocast(device, dtype=torch.float16 if device == "cuda" else torch.bfloat16,
-                                                      enabled=half):
-            out = model(audio, faces).float().cpu().numpy()
-        err, tol = rel_l2(out, golden["output"]), FP16_TOL if half else FP32_TOL
-        assert err <= tol, f"rel L2 {err:.2e} > {tol:.0e}"
-        return f"rel L2 {err:.2e} (tolerance {tol:.0e})" + ("" if device == "cuda" or not half else ", bf16 on CPU")
 
-    return [("golden/wav2lip/fp32", lambda: run(False)), ("golden/wav2lip/fp16", lambda: run(True))]
+def golden_wav2lip(device: str) -> tuple:
+    import torch
+
+    golden = _npz("wav2lip/golden_forward.npz")
+    model = det_wav2lip().to(device)
+    audio = torch.from_numpy(golden["audio_sequences"]).float().to(device)
+    faces = torch.from_numpy(golden["face_sequences"]).float().to(device)
+    return lambda: model(audio, faces), golden["output"]
+
+
+def golden_gfpgan(device: str) -> tuple:
+    import torch
+
+    from avatar_engine.runtime.detweights import fill_module
+    from avatar_engine.stages.restore.nets import gfpgan_v14
+
+    golden = _npz("gfpgan/golden.npz")
+    model = fill_module(gfpgan_v14()).to(device)
+    x = torch.from_numpy((golden["input_u8"] / 255.0).astype("float32")).permute(2, 0, 1)[None].to(device)
+    return lambda: model((x - 0.5) / 0.5, return_rgb=True)[0], golden["output"]
+
+
+def golden_fomm(device: str, part: str) -> tuple:
+    from avatar_engine.engines.fomm.nets import KPDetector, OcclusionAwareGenerator
+    from avatar_engine.runtime.detweights import fill_module
+
+    golden = _npz("fomm/golden.npz")
+    source = _image(golden["source_u8"], device)
+    if part == "kp_detector":
+        kp_detector = fill_module(KPDetector()).to(device)
+        return lambda: kp_detector(source)["value"], golden["kp_source_value"]
+    generator = fill_module(OcclusionAwareGenerator()).to(device)
+    kp_detector = fill_module(KPDetector()).to(device)
+
+    def forward():
+        kps = {name: {k: v.float() for k, v in kp_detector(_image(golden[f"{name}_u8"], device)).items()}
+               for name in ("source", "driving")}
+        return generator(source_image=source, kp_driving=kps["driving"], kp_source=kps["source"])["prediction"]
+
+    return forward, golden["gen_abs_prediction"]
+
+
+def golden_diff2lip(device: str) -> tuple:
+    import torch
+
+    from avatar_engine.engines.diff2lip.nets import TFGModel
+    from avatar_engine.runtime.detweights import fill_module
+
+    golden = _npz("diff2lip/golden_unet.npz")
+    model = fill_module(TFGModel()).to(device)
+    rows = slice(0, 1)
+    x_t, t = (torch.from_numpy(golden[n][rows]).to(device) for n in ("x_t", "t"))
+    cond = {n: torch.from_numpy(golden[n][rows]).float().to(device) for n in ("cond_img", "mask", "ref_img", "indiv_mels")}
+    return lambda: model(x_t.float(), t, **cond), golden["out"][rows]
+
+
+# name -> (builder of (forward, expected), half-precision tolerance or None where production stays fp32)
+GOLDENS = {"wav2lip": (golden_wav2lip, FP16_TOL), "gfpgan": (golden_gfpgan, FP16_TOL),
+           # keypoints are softmax(logits / 0.1): the FOMM engine keeps the detector in fp32 (bf16: rel L2 1.1)
+           "fomm/kp_detector": (lambda d: golden_fomm(d, "kp_detector"), None),
+           "fomm/generator": (lambda d: golden_fomm(d, "generator"), FP16_TOL),
+           # 25 DDIM-style UNet steps amplify rounding: its CPU fp16 test allows 5e-2 (README: 1.9e-2)
+           "diff2lip/unet": (golden_diff2lip, 5e-2)}
+BF16_FACTOR = 5  # a CPU rehearses half precision in bf16: 3 fewer mantissa bits than fp16
+QUICK_GOLDENS = ("wav2lip", "fomm/kp_detector", "fomm/generator")  # the CPU test's share (GFPGAN, UNet: minutes)
+
+
+def check_goldens(device: str, quick: bool) -> list[tuple[str, Callable[[], str]]]:
+    """Each golden forward on `device` in fp32 and, where production runs it so, fp16 autocast (bf16 on a CPU)."""
+    import torch
+
+    def run(build, half_tol: float | None) -> str:
+        forward, expected = build(device)
+        dtype = torch.float16 if device == "cuda" else torch.bfloat16
+        with torch.inference_mode(), torch.autocast(device, dtype=dtype, enabled=half_tol is not None):
+            out = forward().float().cpu().numpy()
+        tol = FP32_TOL if half_tol is None else half_tol * (1 if device == "cuda" else BF16_FACTOR)
+        err = rel_l2(out, expected)
+        assert err <= tol, f"rel L2 {err:.2e} > {tol:.2g}"
+        return f"rel L2 {err:.2e} (tolerance {tol:.2g})" + (", bf16 on CPU" if half_tol and device != "cuda" else "")
+
+    checks = []
+    for name, (build, half_tol) in GOLDENS.items():
+        if quick and name not in QUICK_GOLDENS:
+            continue
+        checks.append((f"golden/{name}/fp32", lambda b=build: run(b, None)))
+        if half_tol is not None:
+            checks.append((f"golden/{name}/fp16", lambda b=build, t=half_tol: run(b, t)))
+    return checks
 
 
 def write_wav2lip_files(root: Path, torchscript: bool) -> None:
@@ -276,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cudnn.allow_tf32 = False
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         work = Path(tmp)
-        checks = check_golden_wav2lip(args.device, args.quick) + check_renders(args.device, args.quick, work) + [
+        checks = check_goldens(args.device, args.quick) + check_renders(args.device, args.quick, work) + [
             ("nvenc", lambda: check_nvenc(args.device, args.quick, work)),
             ("oom_step_down", lambda: check_oom(args.device, args.quick, work)),
             ("bench/wav2lip", lambda: check_bench(args.device, args.quick))]
