@@ -12,7 +12,9 @@ exit 1 when any check fails:
   carries ~1e-3 per layer, a wrong port lands at O(1)); no fp16 check where production stays fp32 (FOMM's
   keypoints). On a CPU half precision is bf16, tolerance x5. --quick runs Wav2Lip and FOMM only.
 - render/<engine>: an end-to-end render through the pipeline from det-weight checkpoints written in the
-  official layout (Wav2Lip: the legacy-pickle training dict, and upstream's TorchScript form).
+  official layouts (Wav2Lip's legacy-pickle training dict and upstream's TorchScript form, FOMM's
+  Logger.save_cpk dict, SadTalker's safetensors + MappingNet files, Diff2Lip's flat state dict). --quick
+  renders still, parametric and Wav2Lip, and for FOMM / Diff2Lip writes the files and loads them.
 - nvenc: the probe and, where it opens, an NVENC encode; a GPU without NVENC (H100/H200/A100) or a CPU
   is reported as ok with detail "not available".
 - oom_step_down: a render under a forced memory cap (torch.cuda.set_per_process_memory_fraction) must
@@ -201,7 +203,54 @@ def write_wav2lip_files(root: Path, torchscript: bool) -> None:
                root / "wav2lip" / "wav2lip_gan.pth", _use_new_zipfile_serialization=False)
 
 
-def render_once(root: Path, engine: str, quick: bool, seconds: float | None = None) -> dict:
+def write_engine_files(root: Path, engine: str) -> None:
+    """Det-weight checkpoints in each upstream's own save layout under MODEL_ROOT (as the tests build them)."""
+    import torch
+
+    from avatar_engine.runtime.detweights import det_state_dict
+
+    if engine == "fomm":
+        from avatar_engine.engines.fomm.nets import KPDetector, OcclusionAwareGenerator
+
+        (root / "fomm").mkdir(parents=True, exist_ok=True)
+        torch.save({"kp_detector": det_state_dict(KPDetector()), "generator": det_state_dict(OcclusionAwareGenerator()),
+                    "discriminator": {}, "optimizer_generator": {}, "optimizer_kp_detector": {}, "epoch": 1},
+                   root / "fomm" / "vox-cpk.pth.tar")  # Logger.save_cpk
+    elif engine == "diff2lip":
+        from avatar_engine.engines.diff2lip.nets import TFGModel
+
+        (root / "diff2lip").mkdir(parents=True, exist_ok=True)
+        torch.save(det_state_dict(TFGModel()), root / "diff2lip" / "e7.24.1.3_model260000_paper.pt")  # flat
+    elif engine == "sadtalker":
+        _write_sadtalker(root / "sadtalker")
+    elif engine == "wav2lip":
+        write_wav2lip_files(root, False)
+
+
+def _write_sadtalker(folder: Path) -> None:
+    """SadTalker_V0.0.2_256.safetensors (prefixed networks) + both MappingNet .pth.tar files."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from avatar_engine.engines.sadtalker import checkpoints as ck
+    from avatar_engine.runtime.detweights import det_state_dict
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with np.load(REPO / "tests/fixtures/sadtalker/golden_generator.npz") as z:  # spectral-norm u/v of the fixtures
+        snuv = {k.removeprefix("snuv."): torch.from_numpy(z[k]) for k in z.files if k.startswith("snuv.")}
+
+    def det(name: str, preprocess: str = "crop") -> dict:
+        sd = det_state_dict(ck._build(name, preprocess))
+        return {**sd, **snuv} if name == "generator" else sd
+
+    flat = {f"{prefix}.{k}": v for prefix in ck.SAFETENSORS_PREFIXES for k, v in det(prefix).items()}
+    save_file(flat, str(folder / ck.safetensors_name(256)))
+    torch.save({"mapping": det("mapping", "crop"), "epoch": 229}, folder / ck.mapping_name("crop"))
+    torch.save({"mapping": det("mapping", "full"), "epoch": 109}, folder / ck.mapping_name("full"))
+
+
+def render_once(root: Path, engine: str, quick: bool, options: dict | None = None) -> dict:
     """One pipeline render with local inputs; returns the result dict."""
     from avatar_engine.engines.wav2lip import engine as w2l_engine
     from avatar_engine.pipeline import LocalInputs, render
@@ -212,7 +261,7 @@ def render_once(root: Path, engine: str, quick: bool, seconds: float | None = No
     settings = Settings(model_root=root, output_dir=str(root / "out"), sadtalker_auto_min_gpu_gb=0)
     size = 128 if quick else 512
     request = parse_request({"engine": engine, "size": size, "fps": 25, "lipsync": "signal",
-                             "output": {"delivery": "path"}}, local=True)
+                             "output": {"delivery": "path"}, **(options or {})}, local=True)
     audio = (REPO / "assets" / ("short_16k.wav" if quick else "speech_16k.wav")).read_bytes()
     local = LocalInputs(image=(REPO / "assets/astronaut_512.png").read_bytes(), audio=audio)
     out = root / "out" / f"{engine}.mp4"
@@ -223,17 +272,35 @@ def render_once(root: Path, engine: str, quick: bool, seconds: float | None = No
 
 
 def check_renders(device: str, quick: bool, work: Path) -> list[tuple[str, Callable[[], str]]]:
-    def run(engine: str, torchscript: bool = False) -> str:
+    """Renders through the pipeline; in --quick the heavy engines only write their files and load them."""
+    def run(engine: str, torchscript: bool = False, options: dict | None = None) -> str:
         root = work / f"{engine}{'-ts' if torchscript else ''}"
         if engine == "wav2lip":
             write_wav2lip_files(root, torchscript)
-        result = render_once(root, engine, quick)
+        else:
+            write_engine_files(root, engine)
+        result = render_once(root, engine, quick, options)
         assert result.get("engine") == engine, f"rendered by {result.get('engine')}: {result.get('fallback_reason')}"
         return f"{result.get('frames')} frames, engine {result.get('engine')}, device {result.get('device', device)}"
 
-    return [("render/still", lambda: run("still")), ("render/parametric", lambda: run("parametric")),
-            ("render/wav2lip (training .pth)", lambda: run("wav2lip")),
-            ("render/wav2lip (TorchScript .pt)", lambda: run("wav2lip", torchscript=True))]
+    def files_load(engine: str) -> str:
+        from avatar_engine.runtime.doctor import examine
+        from avatar_engine.settings import Settings
+
+        root = work / f"files-{engine}"
+        write_engine_files(root, engine)
+        comp = examine(Settings(model_root=root), None).components[engine]
+        found = [f for f in comp["files"] if f["found"]]
+        assert comp["can_run"] and found and all(f["loads"] for f in found), comp
+        return "; ".join(f"{f['key']}: {f['format']}, {f['params']:,} params, loads" for f in found)
+
+    checks = [("render/still", lambda: run("still")), ("render/parametric", lambda: run("parametric")),
+              ("render/wav2lip (training .pth)", lambda: run("wav2lip")),
+              ("render/wav2lip (TorchScript .pt)", lambda: run("wav2lip", torchscript=True))]
+    if quick:  # minutes on a CPU: prove the official-layout files the GPU run renders from
+        return checks + [(f"files/{e}", lambda e=e: files_load(e)) for e in ("fomm", "diff2lip")]
+    return checks + [("render/fomm", lambda: run("fomm")), ("render/sadtalker", lambda: run("sadtalker")),
+                     ("render/diff2lip", lambda: run("diff2lip", options={"diff2lip": {"steps": 10}}))]
 
 
 def check_nvenc(device: str, quick: bool, work: Path) -> str:

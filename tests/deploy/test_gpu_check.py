@@ -23,7 +23,8 @@ def test_gpu_check_passes_in_cpu_quick_mode(tmp_path):
     report = json.loads(out.read_text())
     assert report["device"]["type"] == "cpu" and report["device"]["torch"]
     names = {c["name"] for c in report["checks"]}
-    assert {"golden/wav2lip/fp32", "golden/wav2lip/fp16", "nvenc", "oom_step_down", "bench/wav2lip"} <= names
+    assert {"golden/wav2lip/fp32", "golden/wav2lip/fp16", "golden/fomm/generator/fp16", "nvenc", "oom_step_down",
+            "bench/wav2lip", "files/fomm", "files/diff2lip"} <= names
     assert any(n.startswith("render/wav2lip") and "TorchScript" in n for n in names)
     assert all(c["ok"] and isinstance(c["seconds"], float) for c in report["checks"])
     assert "not available" in next(c for c in report["checks"] if c["name"] == "nvenc")["detail"]
