@@ -383,6 +383,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def section_gpu(quick: bool) -> None:
+    """On a CUDA machine: the lip network's measured frames/s in fp32 and fp16 (scripts/gpu_check.py runs
+    the same function as its bench/wav2lip check)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        print("== GPU: skipped (no CUDA device; `make gpu-check` on a GPU) ==")
+        return
+    try:
+        from gpu_check import check_bench  # run as scripts/bench.py
+    except ImportError:
+        from scripts.gpu_check import check_bench
+
+    print(f"== GPU: {torch.cuda.get_device_name(0)} ==")
+    print(check_bench("cuda", quick))
+
+
 def machine_line() -> str:
     """What every figure below depends on: CPU model, cores, native bf16, python."""
     from avatar_engine.runtime.precision import cpu_bf16_supported
@@ -394,7 +411,7 @@ def machine_line() -> str:
 SECTIONS = {"parametric": section_parametric, "stream": section_stream, "live": section_live,
             "wav2lip": section_wav2lip,
             "gfpgan": section_gfpgan, "sadtalker": section_sadtalker, "fomm": section_fomm,
-            "diff2lip": section_diff2lip}
+            "diff2lip": section_diff2lip, "gpu": section_gpu}
 
 
 def main() -> int:

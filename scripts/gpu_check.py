@@ -7,7 +7,7 @@
 Checks, each timed, one JSON report ({"device": {...}, "checks": [{"name", "ok", "seconds", "detail"}]}),
 exit 1 when any check fails:
 - golden/<net>/<fp32|fp16>: each port's det-weight golden forward (Wav2Lip, GFPGAN, FOMM keypoint detector
-  and generator, Diff2Lip UNet) on the device. Tolerances, rel L2 of the stored output: fp32 1e-4 with TF32
+  and generator, Diff2Lip UNet, SadTalker face renderer's deformation) on the device. Tolerances, rel L2 of the stored output: fp32 1e-4 with TF32
   off (the CPU tests' float32 bound); fp16 autocast 3e-2 (Diff2Lip 5e-2, its own test's bound; half precision
   carries ~1e-3 per layer, a wrong port lands at O(1)); no fp16 check where production stays fp32 (FOMM's
   keypoints). On a CPU half precision is bf16, tolerance x5. --quick runs Wav2Lip and FOMM only.
@@ -151,13 +151,29 @@ def golden_diff2lip(device: str) -> tuple:
     return lambda: model(x_t.float(), t, **cond), golden["out"][rows]
 
 
+def golden_sadtalker(device: str) -> tuple:
+    """SadTalker's face renderer: the deformation field (well conditioned; its `prediction` is SPADE on
+    near-constant features, float64-only evidence in the CPU tests)."""
+    import torch
+
+    from avatar_engine.engines.sadtalker.nets.facerender import generator_256
+    from avatar_engine.runtime.detweights import fill_module
+
+    golden = _npz("sadtalker/golden_generator.npz")
+    snuv = {k.removeprefix("snuv."): v for k, v in golden.items() if k.startswith("snuv.")}
+    model = fill_module(generator_256(), snuv).to(device)
+    source, kp_driving, kp_source = (torch.from_numpy(golden[n]).float().to(device)
+                                     for n in ("in_source_image", "in_kp_driving", "in_kp_source"))
+    return lambda: model(source, kp_driving, kp_source)["deformation"], golden["out_deformation"]
+
+
 # name -> (builder of (forward, expected), half-precision tolerance or None where production stays fp32)
 GOLDENS = {"wav2lip": (golden_wav2lip, FP16_TOL), "gfpgan": (golden_gfpgan, FP16_TOL),
            # keypoints are softmax(logits / 0.1): the FOMM engine keeps the detector in fp32 (bf16: rel L2 1.1)
            "fomm/kp_detector": (lambda d: golden_fomm(d, "kp_detector"), None),
            "fomm/generator": (lambda d: golden_fomm(d, "generator"), FP16_TOL),
            # 25 DDIM-style UNet steps amplify rounding: its CPU fp16 test allows 5e-2 (README: 1.9e-2)
-           "diff2lip/unet": (golden_diff2lip, 5e-2)}
+           "diff2lip/unet": (golden_diff2lip, 5e-2), "sadtalker/generator": (golden_sadtalker, FP16_TOL)}
 BF16_FACTOR = 5  # a CPU rehearses half precision in bf16: 3 fewer mantissa bits than fp16
 QUICK_GOLDENS = ("wav2lip", "fomm/kp_detector", "fomm/generator")  # the CPU test's share (GFPGAN, UNet: minutes)
 
