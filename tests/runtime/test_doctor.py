@@ -30,15 +30,16 @@ class _Tiny(nn.Module):
 @pytest.fixture()
 def root(tmp_path):
     """One file of each kind, under the manifest names the doctor checks."""
-    from avatar_engine.stages.restore.nets import gfpgan_v14
+    from avatar_engine.engines.wav2lip.nets import Wav2Lip
 
-    (tmp_path / "gfpgan").mkdir()
-    (tmp_path / "wav2lip").mkdir()
-    (tmp_path / "fomm").mkdir()
-    (tmp_path / "diff2lip").mkdir()
-    torch.save({"params_ema": gfpgan_v14().state_dict()}, tmp_path / "gfpgan/GFPGANv1.4.pth")  # good
-    good = (tmp_path / "gfpgan/GFPGANv1.4.pth").read_bytes()
-    (tmp_path / "wav2lip/wav2lip_gan.pth").write_bytes(good[: len(good) // 3])  # truncated
+    for folder in ("gfpgan", "wav2lip", "fomm"):
+        (tmp_path / folder).mkdir()
+    state = {"module." + k: v for k, v in Wav2Lip().state_dict().items()}
+    torch.save({"state_dict": state, "optimizer": {}, "global_step": 1, "global_epoch": 1},
+               tmp_path / "wav2lip/wav2lip_gan.pth")  # good: upstream's training layout
+    torch.save({"params_ema": {"w": torch.zeros(4096)}}, tmp_path / "small.pth")
+    small = (tmp_path / "small.pth").read_bytes()
+    (tmp_path / "gfpgan/GFPGANv1.4.pth").write_bytes(small[: len(small) // 2])  # truncated
     (tmp_path / "wav2lip/wav2lip.pth").write_text("<!DOCTYPE html><html><body>Quota exceeded</body></html>")
     (tmp_path / "fomm/vox-cpk.pth.tar").write_bytes(os.urandom(4096))  # random bytes
     torch.jit.save(torch.jit.script(_Tiny()), tmp_path / "wav2lip/Wav2Lip-SD-GAN.pt")  # TorchScript, not Wav2Lip
@@ -52,25 +53,27 @@ def _files(report) -> dict:
 def test_doctor_tells_the_kinds_of_file_apart(root):
     report = examine(Settings(model_root=root), "sadtalker")
     files = _files(report)
-    assert files["gfpgan_v14"]["loads"] is True and files["gfpgan_v14"]["params"] > 1_000_000
-    assert files["gfpgan_v14"]["dtype"] == "float32" and files["gfpgan_v14"]["format"] == "torch-zip"
+    good = files["wav2lip_gan"]
+    assert good["loads"] is True and good["format"] == "torch-zip"
+    assert good["params"] == 36_298_035 and good["dtype"] == "float32" and good["form"] == "state dict -> port"
     assert files["sadtalker_256"]["found"] is False and "MODEL_URLS" in files["sadtalker_256"]["todo"]
-    assert files["wav2lip_gan"]["format"] == "truncated" and files["wav2lip_gan"]["loads"] is False
-    assert "truncated at" in files["wav2lip_gan"]["error"]
+    assert files["gfpgan_v14"]["format"] == "truncated" and files["gfpgan_v14"]["loads"] is False
+    assert "truncated at" in files["gfpgan_v14"]["error"] and "fetch it again" in files["gfpgan_v14"]["todo"]
     assert files["wav2lip"]["format"] == "html" and "HTML page" in files["wav2lip"]["error"]
     assert files["fomm_vox"]["format"] == "unknown" and "unknown bytes" in files["fomm_vox"]["error"]
     assert files["wav2lip_sd_gan"]["format"] == "torchscript" and files["wav2lip_sd_gan"]["loads"] is False
     assert "TorchScript" in files["wav2lip_sd_gan"]["error"]
+    assert report.components["wav2lip"]["can_run"] and not report.components["gfpgan"]["can_run"]
     assert not report.ok and any("sadtalker" in p for p in report.problems)
 
 
 def test_cli_exit_status_and_json(root, tmp_path, capsys):
     assert cli_main(["models", "--root", str(root), "--json"]) == 1  # found files that do not load
     out = json.loads(capsys.readouterr().out)
-    assert out["ok"] is False and out["components"]["gfpgan"]["can_run"] is True
+    assert out["ok"] is False and out["components"]["wav2lip"]["can_run"] is True
     clean = tmp_path / "clean"
-    (clean / "gfpgan").mkdir(parents=True)
-    (clean / "gfpgan/GFPGANv1.4.pth").write_bytes((root / "gfpgan/GFPGANv1.4.pth").read_bytes())
+    (clean / "wav2lip").mkdir(parents=True)
+    (clean / "wav2lip/wav2lip_gan.pth").write_bytes((root / "wav2lip/wav2lip_gan.pth").read_bytes())
     assert cli_main(["models", "--root", str(clean)]) == 0  # nothing promised, nothing broken
     assert "loads strictly" in capsys.readouterr().out
     assert cli_main(["models", "--root", str(clean), "--image", "sadtalker"]) == 1  # promised engines missing
