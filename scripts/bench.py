@@ -27,6 +27,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from avatar_engine.evaluate.report import cpu_model  # noqa: E402  (one CPU-name rule for bench and evaluate)
+
 # Paper figures for the GPU estimates: dense fp16 tensor throughput, and the share of it a
 # convolutional inference workload typically reaches.
 GPUS = {"L4": 121e12, "A10": 125e12, "L40S": 362e12, "A100": 312e12, "H100": 989e12}
@@ -368,19 +370,6 @@ def section_diff2lip(quick: bool) -> None:
     forward = _flops(lambda x_t, t: model(x_t, t, **cond), x, torch.tensor([500]))
     print(_gpu_line(forward * 25, "frame") + f" ({forward / 1e9:.1f} GFLOP per UNet forward x 25 DDIM steps; "
           "the 128 px face only, paste-back not counted)")
-
-
-def cpu_model() -> str:
-    """The `model name` of /proc/cpuinfo (Linux), else what the platform module knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def section_gpu(quick: bool) -> None:

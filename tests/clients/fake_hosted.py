@@ -104,3 +104,11 @@ class FakeHosted:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def fast_client(fake: FakeHosted):
+    """A client of `fake` that polls and backs off in milliseconds."""
+    from avatar_engine.clients import AvatarClient, ClientConfig
+
+    return AvatarClient(ClientConfig(endpoint_id=fake.endpoint_id, api_key=fake.api_key, endpoint_url_base=fake.base,
+                                     poll_initial_s=0.01, poll_max_s=0.02, backoff_initial_s=0.01))

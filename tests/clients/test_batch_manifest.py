@@ -10,10 +10,10 @@ import json
 import pytest
 
 from avatar_engine.clients.batch import BatchOptions, RowError, load_manifest, run_batch, string_fields
-from avatar_engine.clients.endpoint import AvatarClient, ClientConfig
-from tests.clients.fake_hosted import FakeHosted
+from tests.clients.fake_hosted import FakeHosted, fast_client
 
 VIDEO = b"\x00\x00\x00\x18ftypisom-not-really-an-mp4"
+
 
 
 @pytest.fixture
@@ -23,13 +23,8 @@ def hosted():
     fake.close()
 
 
-def _client(fake: FakeHosted) -> AvatarClient:
-    return AvatarClient(ClientConfig(endpoint_id=fake.endpoint_id, api_key=fake.api_key, endpoint_url_base=fake.base,
-                                     poll_initial_s=0.01, poll_max_s=0.02, backoff_initial_s=0.01))
-
-
 def _run(fake, manifest, out):
-    return run_batch(manifest, client=_client(fake), out_dir=out, options=BatchOptions(progress=False, concurrency=2))
+    return run_batch(manifest, client=fast_client(fake), out_dir=out, options=BatchOptions(progress=False, concurrency=2))
 
 
 def test_distinct_row_ids_never_share_a_video(hosted, tmp_path):

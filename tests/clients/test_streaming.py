@@ -9,7 +9,7 @@ import pytest
 
 from avatar_engine.clients.batch import BatchOptions, run_batch
 from avatar_engine.clients.endpoint import AvatarClient, ClientConfig, JobFailed, JobStatus
-from tests.clients.fake_hosted import FakeHosted
+from tests.clients.fake_hosted import FakeHosted, fast_client
 
 EVENTS = [{"event": "playlist", "format": "hls", "playlist_url": "https://cdn.example/p.m3u8", "segment_s": 1.0},
           {"event": "segment", "index": 0, "url": "https://cdn.example/s0.m4s", "duration_s": 1.0},
@@ -19,6 +19,7 @@ RESULT = {"video_url": "https://cdn.example/v.mp4", "frames": 53, "engine": "par
 NO_FACE = {"error": json.dumps({"code": "no_face", "message": "no face was found"})}
 
 
+
 @pytest.fixture
 def streaming():
     fake = FakeHosted()
@@ -26,14 +27,9 @@ def streaming():
     fake.close()
 
 
-def _client(fake: FakeHosted) -> AvatarClient:
-    return AvatarClient(ClientConfig(endpoint_id=fake.endpoint_id, api_key=fake.api_key, endpoint_url_base=fake.base,
-                                     poll_initial_s=0.01, poll_max_s=0.02, backoff_initial_s=0.01))
-
-
 def test_streamed_output_renders(streaming):
     streaming.output = [*EVENTS, RESULT]
-    client = _client(streaming)
+    client = fast_client(streaming)
     result = client.render({"image_url": "https://x/p.png", "audio_url": "https://x/a.wav"}, timeout_s=10)
     assert result.video_url == RESULT["video_url"] and result.frames == 53
     final = client.run_sync({"image_url": "u", "audio_url": "u"})
@@ -42,7 +38,7 @@ def test_streamed_output_renders(streaming):
 
 def test_streamed_error_keeps_its_code(streaming):
     streaming.output = [EVENTS[0], NO_FACE]
-    client = _client(streaming)
+    client = fast_client(streaming)
     with pytest.raises(JobFailed) as caught:
         client.render({"image_url": "u", "audio_url": "u"}, timeout_s=10)
     assert caught.value.code == "no_face" and caught.value.message == "no face was found"
@@ -58,7 +54,7 @@ def test_local_server_stream_shapes():
 
 
 def test_stream_raises_an_error_item(streaming, monkeypatch):
-    client = _client(streaming)
+    client = fast_client(streaming)
     job = client.run({"image_url": "u", "audio_url": "u"})
     answers = iter([{"id": job.id, "status": "COMPLETED", "stream": [{"output": EVENTS[0]}, {"output": NO_FACE}]}])
     monkeypatch.setattr(client, "_request", lambda *a, **k: next(answers))
@@ -74,14 +70,14 @@ def test_batch_against_a_streaming_endpoint(streaming, tmp_path):
     manifest.write_text("".join(json.dumps({"row_id": f"r{i}", "image_url": "u", "audio_url": "u", "seed": i}) + "\n"
                                 for i in range(2)))
     streaming.output = [*EVENTS, RESULT]
-    summary = run_batch(manifest, client=_client(streaming), out_dir=tmp_path / "out",
+    summary = run_batch(manifest, client=fast_client(streaming), out_dir=tmp_path / "out",
                         options=BatchOptions(progress=False, concurrency=1))
     assert (summary.completed, summary.failed, summary.pending) == (2, 0, 0)
     rows = json.loads((tmp_path / "out" / "state.json").read_text())["rows"]
     assert {r["video"] for r in rows.values()} == {RESULT["video_url"]}
 
     streaming.output = [EVENTS[0], NO_FACE]
-    summary = run_batch(manifest, client=_client(streaming), out_dir=tmp_path / "out2",
+    summary = run_batch(manifest, client=fast_client(streaming), out_dir=tmp_path / "out2",
                         options=BatchOptions(progress=False, concurrency=1))
     assert (summary.failed, summary.pending, summary.errors) == (2, 0, {"no_face": 2})
 
@@ -115,5 +111,5 @@ def test_inline_chunks_are_the_video(streaming):
               {"event": "end", "chunks": 3}]
     streaming.output = [*chunks, {"video_stream": {"format": "fmp4", "chunks": 3, "segments": 2},
                                   "video_bytes": 17, "frames": 53}]
-    result = _client(streaming).render({"image_url": "u", "audio_url": "u"}, timeout_s=10)
+    result = fast_client(streaming).render({"image_url": "u", "audio_url": "u"}, timeout_s=10)
     assert base64.b64decode(result.video_b64) == b"".join(parts) and result.frames == 53
