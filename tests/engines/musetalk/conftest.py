@@ -1,0 +1,59 @@
+"""MuseTalk test fixtures: the golden arrays (tests/fixtures/musetalk, copied from the shared fixture set; its
+README says how upstream made them and which arrays catch which bug) and det-filled networks (DETWEIGHTS.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "musetalk"
+
+torch.set_num_threads(2)
+
+
+def rel_l2(out, ref) -> float:
+    """||out - ref|| / ||ref|| in float64."""
+    out = out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
+    ref = np.asarray(ref, dtype=np.float64)
+    return float(np.linalg.norm(out.astype(np.float64) - ref) / np.linalg.norm(ref))
+
+
+def load_npz(name: str) -> dict[str, np.ndarray]:
+    with np.load(FIXTURES / name) as z:
+        return {k: z[k] for k in z.files}
+
+
+def load_json(name: str):
+    return json.loads((FIXTURES / name).read_text())
+
+
+@pytest.fixture(scope="session")
+def geometry() -> tuple[dict, dict]:
+    return load_npz("golden_geometry.npz"), load_json("golden_geometry.json")
+
+
+@pytest.fixture(scope="session")
+def golden_frame() -> dict[str, np.ndarray]:
+    return load_npz("golden_frame.npz")
+
+
+@pytest.fixture(scope="session")
+def configs() -> dict[str, dict]:
+    """Upstream's three configs as shipped (see the fixture README)."""
+    return {"unet": load_json("unet_config.json")["musetalk_json_as_shipped"],
+            "vae": load_json("vae_config.json")["sd_vae_ft_mse_config_json"],
+            "whisper": load_json("whisper_config.json")["whisper_tiny_architecture"]}
+
+
+@pytest.fixture(scope="session")
+def whisper(configs):
+    """whisper-tiny's encoder filled by det_fill, and the feature extractor with upstream's settings."""
+    from transformers import WhisperFeatureExtractor
+
+    from avatar_engine.engines.musetalk.detweights import WHISPER_PREPROCESSOR, det_whisper_encoder
+
+    return det_whisper_encoder(configs["whisper"]), WhisperFeatureExtractor(**WHISPER_PREPROCESSOR)
