@@ -57,3 +57,38 @@ def whisper(configs):
     from avatar_engine.engines.musetalk.detweights import WHISPER_PREPROCESSOR, det_whisper_encoder
 
     return det_whisper_encoder(configs["whisper"]), WhisperFeatureExtractor(**WHISPER_PREPROCESSOR)
+
+
+class Probes:
+    """Per-channel mean/std (float64, ddof 0) of module outputs: over H, W for 4-D outputs, over tokens for 3-D
+    (channels last), the output itself (std 0) for 2-D; a tuple output's first entry (down blocks' hidden)."""
+
+    def __init__(self, model, names: list[str]):
+        self.values: dict[str, list[np.ndarray]] = {}
+        modules = dict(model.named_modules())
+        self.handles = [modules[name].register_forward_hook(self._hook(name)) for name in names]
+
+    def _hook(self, name):
+        def hook(module, args, output):
+            out = (output[0] if isinstance(output, tuple) else output).detach().double()
+            if out.ndim == 4:
+                mean, std = out.mean(dim=(2, 3)), out.std(dim=(2, 3), unbiased=False)
+            elif out.ndim == 3:
+                mean, std = out.mean(dim=1), out.std(dim=1, unbiased=False)
+            else:
+                mean, std = out, torch.zeros_like(out)
+            self.values.setdefault(f"mean.{name}", []).append(mean.cpu().numpy())
+            self.values.setdefault(f"std.{name}", []).append(std.cpu().numpy())
+        return hook
+
+    def get(self, key: str) -> np.ndarray:
+        return np.concatenate(self.values[key])
+
+    def close(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+def probe_names(golden: dict, prefix: str) -> list[str]:
+    """Module names probed in a golden file (`probe_mean.<name>` keys under `prefix`)."""
+    return sorted({k.split(".", 1)[1] for k in golden if k.startswith(prefix)})
