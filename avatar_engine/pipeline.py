@@ -37,6 +37,7 @@ from .media.hls import InlineLive, LiveOutput, keyframe_interval, make_live, str
 from .media.image import decode_image, fit_image
 from .media.prefetch import prefetch
 from .runtime.device import empty_gpu_cache
+from .runtime.inventory import models_used
 from .schema import RenderRequest
 from .serving.deadline import Deadline
 from .settings import Settings, get_settings
@@ -118,6 +119,11 @@ class _Run:
         result["timings_ms"] = {k: self.timer.ms[k] for k in _TIMING_KEYS if k in self.timer.ms}
         self.report("done", 1.0)
         return result
+
+    def models(self) -> list[dict]:
+        """The chain's models and a lip stage an engine chose itself, each with its license (MODEL_LICENSES)."""
+        chosen = [self.info.get(k) for k in ("lip_refine", "lip_stage") if isinstance(self.info.get(k), str)]
+        return models_used(self.chain() + chosen)
 
 
 def _start(request: RenderRequest, settings: Settings, progress: Progress | None, out_path: str | None,
@@ -483,7 +489,8 @@ def _deliver(run: _Run, job: RenderJob, mp4: Path, done: _Rendered, live: LiveOu
 
 def _result(run: _Run, job: RenderJob, selection: Selection, done: _Rendered, info: dict, delivered: dict,
             encoder: str) -> dict:
-    result = {**delivered, "engine": done.engine.name, "chain": done.chain(), "encoder": encoder,
+    result = {**delivered, "engine": done.engine.name, "chain": done.chain(), "models": done.models(),
+              "encoder": encoder,
               **_summary(run.request, job, done.mode), "frames": done.frames, **info}
     reasons = [selection.reason] if selection.reason else []
     reasons += [f"{f['engine']} failed ({f['code']}: {f['message']})" for f in done.failures]

@@ -23,7 +23,7 @@ from .errors import AvatarError
 #: C0 controls but tab/newline/CR, DEL and C1: eSpeak stops at a NUL and captions must not carry ESC/BEL
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
-EngineName = Literal["auto", "parametric", "still", "wav2lip", "sadtalker", "fomm", "diff2lip"]
+EngineName = Literal["auto", "parametric", "still", "wav2lip", "sadtalker", "fomm", "diff2lip", "musetalk"]
 QualityMode = Literal["auto", "real_time", "high_quality"]
 
 
@@ -56,7 +56,9 @@ class SadTalkerOptions(BaseModel):
     preprocess: Literal["crop", "full"] = Field("crop", description="SadTalker: animate a face crop or the full image")
     pose_style: int = Field(0, ge=0, le=45, description="SadTalker head-pose style")
     expression_scale: float = Field(1.0, ge=0.0, le=3.0, description="SadTalker expression strength")
-    lip_refine: bool = Field(False, description="SadTalker: repaint the lips with Wav2Lip (needs its checkpoint)")
+    lip_refine: bool = Field(False, description="SadTalker: repaint the lips with a lip stage (`lips`)")
+    lips: Literal["auto", "musetalk", "wav2lip"] = Field(
+        "auto", description="SadTalker lip_refine stage; auto = MuseTalk on a GPU, else Wav2Lip, else what can run")
 
 
 class FommOptions(BaseModel):
@@ -67,7 +69,7 @@ class FommOptions(BaseModel):
     relative: bool = Field(True, description="FOMM: move the portrait's keypoints by the driving video's change "
                                              "from its first frame (false: take the driving keypoints as they are)")
     adapt_scale: bool = Field(True, description="FOMM: scale the driving motion by the ratio of the two faces' sizes")
-    lips: Literal["auto", "diff2lip", "wav2lip", "parametric"] = Field(
+    lips: Literal["auto", "diff2lip", "musetalk", "wav2lip", "parametric"] = Field(
         "auto", description="FOMM: the lip stage; auto = the first wired one that can run here")
 
 
@@ -89,6 +91,17 @@ class Diff2LipOptions(BaseModel):
         except ValueError as exc:
             raise ValueError(f"{exc}; try a nearby count (e.g. 25, 50, 100)") from None
         return steps
+
+
+class MuseTalkOptions(BaseModel):
+    """Options only the MuseTalk lip stage reads (`{"musetalk": {...}}`); its noise seed is the request's `seed`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bbox_shift: int = Field(0, ge=-40, le=40, description="MuseTalk: move the crop's mid-face line down (+) or up "
+                                                          "(-) in pixels; upstream's v1 option (v1.5 uses 0)")
+    extra_margin: int = Field(10, ge=0, le=40, description="MuseTalk: pixels added below the chin to the crop "
+                                                           "(upstream's v1.5 default 10)")
 
 
 # Flat request keys kept as aliases of the per-engine options (older callers send them at the top level).
@@ -136,6 +149,7 @@ class RenderRequest(BaseModel):
     sadtalker: SadTalkerOptions = Field(default_factory=lambda: SadTalkerOptions())
     fomm: FommOptions = Field(default_factory=lambda: FommOptions())
     diff2lip: Diff2LipOptions = Field(default_factory=lambda: Diff2LipOptions())
+    musetalk: MuseTalkOptions = Field(default_factory=lambda: MuseTalkOptions())
     cache: bool = True
     output: OutputOptions = Field(default_factory=OutputOptions)
 

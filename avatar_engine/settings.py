@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     avatar_image: str | None = Field(
         None, description="which image this is, sadtalker or hq (AVATAR_IMAGE; set by the Dockerfiles): the model "
                           "doctor checks its promised engines")
+    musetalk_dir: Path | None = Field(
+        None, description="MuseTalk's models/ tree (musetalkV15/, sd-vae/, whisper/) if not MODEL_ROOT/musetalk "
+                          "(MUSETALK_DIR)")
+    model_licenses: Literal["any", "commercial"] = Field(
+        "any", description="`commercial`: never choose a model whose license forbids commercial use (MODEL_LICENSES)")
     diff2lip_compile: bool = Field(
         False, description="wrap the Diff2Lip UNet in torch.compile on CUDA (DIFF2LIP_COMPILE; never on CPU)")
     sadtalker_auto_min_gpu_gb: float = Field(

@@ -6,6 +6,7 @@ from ..settings import Settings
 from .base import Engine, EngineStatus, PreparedRender, RenderJob
 from .diff2lip import Diff2LipEngine
 from .fomm import FommEngine
+from .musetalk import MuseTalkEngine
 from .parametric import ParametricEngine
 from .sadtalker import SadTalkerEngine
 from .selection import Plan, Selection, select
@@ -17,9 +18,10 @@ __all__ = ["Engine", "EngineStatus", "PreparedRender", "RenderJob", "ENGINES", "
 
 ENGINES: dict[str, Engine] = {}
 
-# The real-time chain tries these in order, skipping those without checkpoints or (SadTalker) without a
-# large enough GPU; the embedded engine needs no weights and ends every list. See `selection`.
-AUTO_ORDER = ("sadtalker", "wav2lip", "parametric")
+# The real-time chain tries these in order, skipping those without checkpoints, those the license policy
+# forbids, and (SadTalker, MuseTalk) those without a GPU; the embedded engine needs no weights and ends every
+# list. See `selection`.
+AUTO_ORDER = ("sadtalker", "musetalk", "wav2lip", "parametric")
 
 
 def register(engine: Engine) -> Engine:
@@ -27,16 +29,18 @@ def register(engine: Engine) -> Engine:
     return engine
 
 
-# Engines meet only here: Wav2Lip and Diff2Lip paint lips on the parametric engine's motion plan, and
-# SadTalker's `lip_refine` hands its frames to Wav2Lip's lip stage; FOMM takes the parametric head track and
-# the first usable lip stage of its list (Diff2Lip on a GPU, else Wav2Lip, else the parametric mouth repaint;
-# the high-quality chain names Diff2Lip).
+# Engines meet only here: Wav2Lip, Diff2Lip and MuseTalk paint lips on the parametric engine's motion plan,
+# and SadTalker's `lip_refine` hands its frames to MuseTalk's (on a GPU) or Wav2Lip's lip stage; FOMM takes
+# the parametric head track and the first usable lip stage of its list (Diff2Lip or MuseTalk on a GPU, else
+# Wav2Lip, else the parametric mouth repaint; the high-quality chain names Diff2Lip).
 _parametric = ParametricEngine()
 _wav2lip = Wav2LipEngine(motion=_parametric)
 _diff2lip = Diff2LipEngine(motion=_parametric)
-register(SadTalkerEngine(lips=_wav2lip))
-register(FommEngine(motion=_parametric, lips=[_diff2lip, _wav2lip, _parametric]))
+_musetalk = MuseTalkEngine(motion=_parametric)
+register(SadTalkerEngine(lips=[_musetalk, _wav2lip]))
+register(FommEngine(motion=_parametric, lips=[_diff2lip, _musetalk, _wav2lip, _parametric]))
 register(_diff2lip)
+register(_musetalk)
 register(_wav2lip)
 register(_parametric)
 register(StillEngine())

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable, Iterator, Protocol, runtime_checkable
+from typing import Any, ClassVar, Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from ..audio.io import AudioClip
+from ..errors import AvatarError
 from ..runtime.checkpoints import CheckpointLookup
 from ..schema import RenderRequest
 from ..serving.deadline import Deadline
@@ -112,3 +113,22 @@ class LipStage(Protocol):
     """An engine that repaints the lips of another engine's frames from the job's speech."""
 
     def refine(self, frames: Iterable[np.ndarray], job: RenderJob) -> Iterator[np.ndarray]: ...
+
+
+def choose_lip_stage(stages: Sequence[LipStage], settings: Settings, wanted: str, owner: str) -> LipStage | None:
+    """A motion engine's lip stage: `wanted` ("auto": the first wired stage that can run here and suits `auto`
+    on this machine, else the first that can run at all; an engine's status decides, so a license the policy
+    forbids rules it out), or the named one, which must be wired and able to run (else `engine_unavailable`;
+    a named stage runs even where auto would skip it)."""
+    if wanted == "auto":
+        usable = [lips for lips in stages if not isinstance(lips, Engine) or lips.status(settings).available]
+        preferred = (lips for lips in usable if not isinstance(lips, Engine) or lips.suits_auto(settings))
+        return next(preferred, usable[0] if usable else None)
+    lips = next((lips for lips in stages if getattr(lips, "name", None) == wanted), None)
+    if lips is None:
+        wired = ", ".join(getattr(x, "name", type(x).__name__) for x in stages) or "none"
+        raise AvatarError("engine_unavailable", f"{owner}.lips: the '{wanted}' lip stage is not wired to the {owner} "
+                                                f"engine in this worker (wired: {wired})")
+    if isinstance(lips, Engine) and not (st := lips.status(settings)).available:
+        raise AvatarError("engine_unavailable", f"{owner}.lips: '{wanted}' cannot run here: {st.reason}")
+    return lips

@@ -2,8 +2,11 @@
 
 - An explicit `engine` wins over the mode: that engine alone (it fails with `engine_unavailable` when it
   cannot run here).
-- `real_time`: SadTalker motion + Wav2Lip lips (SadTalker only on a large enough GPU), else the embedded
-  engine's motion + Wav2Lip lips, else the embedded engine alone.
+- `real_time`: SadTalker motion + MuseTalk lips (both on a GPU; Wav2Lip lips when MuseTalk is not mounted),
+  else the embedded engine's motion + MuseTalk lips (GPU), else + Wav2Lip lips, else the embedded engine alone.
+- MODEL_LICENSES=commercial: engines whose license forbids commercial use (Wav2Lip, Diff2Lip) report
+  themselves unavailable, naming the license, so every chain steps to the ones that allow it and an explicit
+  request for one fails with `engine_unavailable`.
 - `high_quality`: FOMM motion + Diff2Lip lips + GFPGAN restoration when all three checkpoints are mounted
   (honoured on a CPU too, with a warning: minutes per frame); else the real-time chain, saying why.
 - `auto`: high quality when a CUDA GPU has `HQ_MIN_FREE_GPU_GB` free and every HQ checkpoint is mounted,
@@ -65,16 +68,17 @@ def _usable(engines: dict[str, Engine], name: str, settings: Settings) -> bool:
 
 def _real_time(engines: dict[str, Engine], order: tuple[str, ...], settings: Settings) -> list[Plan]:
     """`order` (the registry's AUTO_ORDER) filtered to what can run here and suits `auto` on this machine."""
-    lips = _usable(engines, "wav2lip", settings)
+    muse = _usable(engines, "musetalk", settings) and engines["musetalk"].suits_auto(settings)
+    lips = "musetalk" if muse else "wav2lip" if _usable(engines, "wav2lip", settings) else None
     plans = []
     for name in order:
         engine = engines.get(name)
         if engine is None or not engine.status(settings).available or not engine.suits_auto(settings):
             continue
-        if name == "sadtalker" and lips:  # SadTalker's motion, Wav2Lip's lips
-            plans.append(Plan(engine, ("sadtalker", "wav2lip"), {"sadtalker": {"lip_refine": True}}))
-        elif name == "wav2lip":
-            plans.append(Plan(engine, ("parametric", "wav2lip")))
+        if name == "sadtalker" and lips:  # SadTalker's motion, MuseTalk's or Wav2Lip's lips
+            plans.append(Plan(engine, ("sadtalker", lips), {"sadtalker": {"lip_refine": True, "lips": lips}}))
+        elif name in ("wav2lip", "musetalk"):
+            plans.append(Plan(engine, ("parametric", name)))
         else:
             plans.append(Plan(engine, (name,)))
     return plans or [Plan(engines["still"], ("still",))]

@@ -22,6 +22,8 @@ RECORD_SUFFIX = ".verified.json"  # written by builder/fetch_models.py next to e
 
 # Environment overrides (Settings fields) that name a folder rather than a file.
 _DIR_OVERRIDES = {"SADTALKER_CKPT_DIR"}
+# ... and those that name a whole model tree (upstream's own layout): the path below its first folder is kept.
+_TREE_OVERRIDES = {"MUSETALK_DIR"}
 
 
 @lru_cache(maxsize=1)
@@ -62,6 +64,8 @@ def checkpoint_path(key: str, settings: Settings) -> Path:
     entry = load_inventory()["files"][key]
     env = entry.get("override_env")
     override = getattr(settings, env.lower(), None) if env else None
+    if override and env in _TREE_OVERRIDES:
+        return Path(override).joinpath(*Path(entry["path"]).parts[1:])
     if override:
         return Path(override) / Path(entry["path"]).name if env in _DIR_OVERRIDES else Path(override)
     return Path(settings.model_root) / entry["path"]
@@ -115,3 +119,41 @@ def component_report(kind: str, name: str, settings: Settings) -> dict[str, Any]
                if not any(files[k].found and files[k].size_ok is not False and files[k].checksum != "mismatch"
                           for k in group)]
     return {"license": spec["license"], "checkpoints": {k: s.to_dict() for k, s in files.items()}, "missing": missing}
+
+
+# --- the license policy (MODEL_LICENSES) ------------------------------------------------------------
+
+
+def commercial_use(name: str, kind: str = "engines") -> bool:
+    """Whether the manifest says the licenses of engine (or stage) `name` allow commercial use; unknown: no."""
+    return bool(load_inventory()[kind].get(name, {}).get("commercial_use", False))
+
+
+def license_block(name: str, settings: Settings, kind: str = "engines") -> str | None:
+    """Why MODEL_LICENSES keeps `name` from running here (the reason names its license), or None."""
+    if settings.model_licenses != "commercial" or commercial_use(name, kind):
+        return None
+    spec = load_inventory()[kind].get(name, {})
+    return (f"MODEL_LICENSES=commercial and {name}'s license does not allow commercial use "
+            f"({spec.get('license', 'license unknown')})")
+
+
+def license_policy(settings: Settings) -> dict[str, Any]:
+    """The policy and, per engine and stage, its license and whether the policy lets it run (health, doctor)."""
+    out: dict[str, Any] = {"policy": settings.model_licenses}
+    for kind in ("engines", "stages"):
+        out[kind] = {name: {"license": spec["license"], "commercial_use": commercial_use(name, kind),
+                            "allowed": license_block(name, settings, kind) is None}
+                     for name, spec in load_inventory()[kind].items()}
+    return out
+
+
+def models_used(stages: list[str]) -> list[dict[str, Any]]:
+    """What a result lists: each stage that made it, with its license and whether that allows commercial use."""
+    inventory = load_inventory()
+    out = []
+    for name in dict.fromkeys(stages):
+        kind = "stages" if name in inventory["stages"] else "engines"
+        spec = inventory[kind].get(name, {})
+        out.append({"name": name, "license": spec.get("license"), "commercial_use": commercial_use(name, kind)})
+    return out

@@ -136,6 +136,8 @@ def models_summary(settings: Settings) -> dict[str, Any]:
 
 
 def health(settings: Settings) -> dict[str, Any]:
+    from ..runtime.inventory import license_policy
+
     t0 = time.perf_counter()
     out = {
         "ok": True,
@@ -147,6 +149,7 @@ def health(settings: Settings) -> dict[str, Any]:
         "auto_chain": auto_chain(settings),
         "browser_playback": browser_playback(settings),
         "models": models_summary(settings),
+        "licenses": license_policy(settings),
     }
     out["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 1)
     return out

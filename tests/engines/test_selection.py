@@ -31,9 +31,9 @@ class Fake(Engine):
 
 
 def _engines(**available) -> dict[str, Engine]:
-    names = ("sadtalker", "fomm", "diff2lip", "wav2lip", "parametric", "still")
-    return {n: Fake(n, available.get(n, n in ("parametric", "still")), auto=n != "sadtalker" or
-                    available.get("sadtalker_gpu", False)) for n in names}
+    names = ("sadtalker", "fomm", "diff2lip", "musetalk", "wav2lip", "parametric", "still")
+    gpu = {"sadtalker": available.get("sadtalker_gpu", False), "musetalk": available.get("musetalk_gpu", False)}
+    return {n: Fake(n, available.get(n, n in ("parametric", "still")), auto=gpu.get(n, True)) for n in names}
 
 
 @pytest.fixture
@@ -57,10 +57,23 @@ def test_real_time_chain_uses_what_is_mounted(settings):
     assert _stages(lips) == [("parametric", "wav2lip"), ("parametric",)]
     full = sel.select(_engines(wav2lip=True, sadtalker=True, sadtalker_gpu=True), AUTO_ORDER, "auto", "real_time",
                       settings)
-    assert _stages(full)[0] == ("sadtalker", "wav2lip") and full.plans[0].options == {"sadtalker": {"lip_refine": True}}
+    assert _stages(full)[0] == ("sadtalker", "wav2lip")
+    assert full.plans[0].options == {"sadtalker": {"lip_refine": True, "lips": "wav2lip"}}
     # SadTalker without a big enough GPU: seconds per frame, so the real-time chain skips it
     slow = sel.select(_engines(wav2lip=True, sadtalker=True), AUTO_ORDER, "auto", "real_time", settings)
     assert _stages(slow)[0] == ("parametric", "wav2lip")
+
+
+def test_real_time_chain_prefers_musetalk_lips_on_a_gpu(settings):
+    gpu = sel.select(_engines(wav2lip=True, musetalk=True, musetalk_gpu=True, sadtalker=True, sadtalker_gpu=True),
+                     AUTO_ORDER, "auto", "real_time", settings)
+    assert _stages(gpu)[:3] == [("sadtalker", "musetalk"), ("parametric", "musetalk"), ("parametric", "wav2lip")]
+    assert gpu.plans[0].options == {"sadtalker": {"lip_refine": True, "lips": "musetalk"}}
+    # on a CPU MuseTalk's 850 M-parameter UNet takes seconds a frame: auto keeps Wav2Lip there
+    cpu = sel.select(_engines(wav2lip=True, musetalk=True), AUTO_ORDER, "auto", "real_time", settings)
+    assert _stages(cpu) == [("parametric", "wav2lip"), ("parametric",)]
+    only_muse = sel.select(_engines(musetalk=True, musetalk_gpu=True), AUTO_ORDER, "auto", "real_time", settings)
+    assert _stages(only_muse) == [("parametric", "musetalk"), ("parametric",)]
 
 
 def test_high_quality_chain_needs_all_three_checkpoints(settings, gfpgan_mounted, monkeypatch):

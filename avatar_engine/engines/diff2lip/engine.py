@@ -29,6 +29,7 @@ import numpy as np
 from ...face.blend import face_box_from_landmarks, motion_boxes
 from ...face.locate import locate_face
 from ...runtime.device import batch_for_free_memory, torch_device, use_threads
+from ...runtime.inventory import license_block
 from ...settings import Settings
 from ..base import Engine, EngineStatus, LipStage, MotionSource, PreparedRender, RenderJob
 from .checkpoints import LICENSE, cached_diff2lip, lookup
@@ -62,6 +63,8 @@ class Diff2LipEngine(Engine, LipStage):
         self._motion = motion
 
     def status(self, settings: Settings) -> EngineStatus:
+        if blocked := license_block(self.name, settings):
+            return EngineStatus(False, blocked)
         if isinstance(self._motion, Engine) and not (base := self._motion.status(settings)).available:
             return EngineStatus(False, f"needs the {self._motion.name} engine for head motion: {base.reason}")
         found = lookup(settings)

@@ -45,7 +45,16 @@ from ...face.points import five_points
 from ...face.regions import CHIN, FOREHEAD, face_frame
 from ...runtime.device import batch_for_free_memory, cuda_visible, torch_device, use_threads
 from ...settings import Settings
-from ..base import Engine, EngineStatus, LipStage, MotionSource, PreparedRender, RenderJob, checkpoint_status
+from ..base import (
+    Engine,
+    EngineStatus,
+    LipStage,
+    MotionSource,
+    PreparedRender,
+    RenderJob,
+    checkpoint_status,
+    choose_lip_stage,
+)
 from .checkpoints import CHECKPOINT_NAMES, cached_fomm_nets, lookup
 
 if TYPE_CHECKING:
@@ -187,17 +196,7 @@ class FommEngine(Engine):
         """`wanted` ("auto": the first lip stage that can run here and suits `auto` on this machine, so Diff2Lip
         only on a GPU; an engine's status decides, other stages always can), or the named one, which must be
         wired and able to run (else `engine_unavailable`; a named stage runs even where auto would skip it)."""
-        if wanted == "auto":
-            return next((lips for lips in self._lips if not isinstance(lips, Engine)
-                         or (lips.status(settings).available and lips.suits_auto(settings))), None)
-        lips = next((lips for lips in self._lips if getattr(lips, "name", None) == wanted), None)
-        if lips is None:
-            wired = ", ".join(getattr(x, "name", type(x).__name__) for x in self._lips) or "none"
-            raise AvatarError("engine_unavailable", f"fomm.lips: the '{wanted}' lip stage is not wired to the fomm "
-                                                    f"engine in this worker (wired: {wired})")
-        if isinstance(lips, Engine) and not (st := lips.status(settings)).available:
-            raise AvatarError("engine_unavailable", f"fomm.lips: '{wanted}' cannot run here: {st.reason}")
-        return lips
+        return choose_lip_stage(self._lips, settings, wanted, "fomm")
 
     def prepare(self, job: RenderJob) -> PreparedRender:
         import torch

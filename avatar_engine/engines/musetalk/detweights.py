@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ...netkit import det_fill
+from ...runtime.detweights import det_fill
 from . import layout
 
 # Upstream's three configs (tests/fixtures/musetalk/*_config.json): musetalk.json as shipped with the weights,

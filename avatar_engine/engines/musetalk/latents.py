@@ -57,12 +57,6 @@ def vae_input(crop_bgr: np.ndarray, half_mask: bool) -> torch.Tensor:
     return (x - 0.5) / 0.5
 
 
-def sample_noise(seed: int, n: int) -> torch.Tensor:
-    """[n, 2, 4, 32, 32] N(0,1) posterior noise (masked, reference) per frame, from a seeded CPU generator."""
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    return torch.randn((n, 2, 4, CROP_SIZE // 8, CROP_SIZE // 8), generator=generator)
-
-
 def encode(vae, images: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """scaling * (mean + std * noise) of the VAE posterior of `images` ([B,3,256,256] in [-1, 1])."""
     param = next(vae.parameters())

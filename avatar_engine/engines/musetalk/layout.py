@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import AvatarError
-from ...netkit import read_checkpoint
-from ...runtime import ModelCache, file_key
+from ...runtime.cache import ModelCache, file_key
+from ...runtime.loading import read_checkpoint
 from ...settings import Settings
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from ...runtime.device import GIB, batch_for_free_memory, gpu_total_bytes, torch
 from ...runtime.loading import load_strict
 from ...runtime.precision import inference_autocast
 from ...settings import Settings
-from ..base import Engine, EngineStatus, LipStage, PreparedRender, RenderJob
+from ..base import Engine, EngineStatus, LipStage, PreparedRender, RenderJob, choose_lip_stage
 from . import checkpoints as ck
 
 if TYPE_CHECKING:
@@ -160,13 +160,14 @@ def _to_tensor(img_u8: np.ndarray, device) -> torch.Tensor:
 
 
 class SadTalkerEngine(Engine):
-    """SadTalker motion and faces; `lip_refine` hands the frames to a `LipStage` (Wav2Lip, wired by the registry)."""
+    """SadTalker motion and faces; `lip_refine` hands the frames to a `LipStage` (MuseTalk or Wav2Lip, wired by
+    the registry; `sadtalker.lips` names one, `auto` takes the first that can run here, see `choose_lip_stage`)."""
 
     name = "sadtalker"
     version = "1"
 
-    def __init__(self, lips: LipStage | None = None):
-        self._lips = lips
+    def __init__(self, lips: Sequence[LipStage] = ()):
+        self._lips = tuple(lips)
 
     def status(self, settings: Settings) -> EngineStatus:
         d = checkpoint_dir(settings)
@@ -180,6 +181,13 @@ class SadTalkerEngine(Engine):
         if settings.sadtalker_auto_min_gpu_gb <= 0:
             return True
         return gpu_total_bytes() >= settings.sadtalker_auto_min_gpu_gb * GIB
+
+    def _lip_stage(self, settings: Settings, wanted: str) -> LipStage:
+        lips = choose_lip_stage(self._lips, settings, wanted, "sadtalker")
+        if lips is None:
+            reasons = "; ".join(f"{x.name}: {x.status(settings).reason}" for x in self._lips if isinstance(x, Engine))
+            raise AvatarError("engine_unavailable", f"lip_refine: no lip stage can run here ({reasons or 'none wired'})")
+        return lips
 
     def warm_up(self, settings: Settings) -> None:
         d = checkpoint_dir(settings)
@@ -204,6 +212,7 @@ class SadTalkerEngine(Engine):
         if not sizes:
             raise AvatarError("engine_unavailable", _missing_reason(d, preprocess))
         size = choose_size(sizes, req.quality_mode)
+        lips = self._lip_stage(job.settings, opts.lips) if opts.lip_refine else None  # fails before any work
 
         image = job.image
         h, w = image.shape[:2]
@@ -237,12 +246,10 @@ class SadTalkerEngine(Engine):
 
         bs = job.cap_batch(batch_size(device, size))
         frames = _frames(nets, device, coeffs, kp_canonical, kp_source, feature, place, bs, job)
-        if opts.lip_refine:
-            if self._lips is None:
-                raise AvatarError("engine_unavailable", "lip_refine needs the Wav2Lip engine, which this worker lacks")
-            frames = self._lips.refine(frames, job)
+        if lips is not None:
+            frames = lips.refine(frames, job)
         info = {"face_box": face_box, "size": size, "preprocess": preprocess, "device": str(device),
-                "batch_size": bs, "crop_box": box.as_list(), **({"lip_refine": "wav2lip"} if opts.lip_refine else {})}
+                "batch_size": bs, "crop_box": box.as_list(), **({"lip_refine": lips.name} if lips else {})}
         return PreparedRender(frames=frames, info=info)
 
 

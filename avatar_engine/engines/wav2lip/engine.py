@@ -18,7 +18,7 @@ from ...face.blend import face_box_from_landmarks, motion_boxes
 from ...runtime.cache import ModelCache, file_key
 from ...runtime.checkpoints import CheckpointLookup, find_checkpoint
 from ...runtime.device import batch_for_free_memory, torch_device, use_threads
-from ...runtime.inventory import checkpoint_names
+from ...runtime.inventory import checkpoint_names, license_block
 from ...settings import Settings
 from ..base import (
     Engine,
@@ -101,6 +101,8 @@ class Wav2LipEngine(Engine, LipStage):
         self._motion = motion
 
     def status(self, settings: Settings) -> EngineStatus:
+        if blocked := license_block(self.name, settings):
+            return EngineStatus(False, blocked)
         found = lookup(settings)
         status = checkpoint_status(settings, found, "Wav2Lip checkpoint", "wav2lip", depends_on=self._motion,
                                    purpose="head motion")

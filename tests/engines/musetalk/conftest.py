@@ -19,7 +19,9 @@ def rel_l2(out, ref) -> float:
     """||out - ref|| / ||ref|| in float64."""
     out = out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
     ref = np.asarray(ref, dtype=np.float64)
-    return float(np.linalg.norm(out.astype(np.float64) - ref) / np.linalg.norm(ref))
+    err = float(np.linalg.norm(out.astype(np.float64) - ref))
+    norm = float(np.linalg.norm(ref))
+    return err / norm if norm else err  # an all-zero reference (e.g. the std of a constant): absolute
 
 
 def load_npz(name: str) -> dict[str, np.ndarray]:

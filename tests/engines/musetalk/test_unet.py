@@ -36,6 +36,10 @@ def runs(configs):
             out[dtype] = lat.predict_latents(unet, latents, torch.from_numpy(g["whisper_batch"]).to(dtype))
         probes.close()
         out[f"probes_{dtype}"] = probes
+        if dtype == torch.float32:  # mutation: masked and reference latents swapped
+            with torch.inference_mode():
+                swapped = torch.cat([latents[:, 4:], latents[:, :4]], dim=1)
+                out["swapped"] = lat.predict_latents(unet, swapped, torch.from_numpy(g["whisper_batch"]))
     del unet
     gc.collect()
     return out
@@ -75,3 +79,7 @@ def test_float64_forward_and_every_probe(runs):
         if key.startswith("probe_"):
             stat, name = key[len("probe_"):].split(".", 1)
             assert rel_l2(probes.get(f"{stat}.{name}"), g64[key]) < 1e-9, key
+
+
+def test_mutation_swapped_latent_halves(runs):
+    assert rel_l2(runs["swapped"], load_npz("golden_unet.npz")["sample"]) > 0.1
