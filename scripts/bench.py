@@ -7,7 +7,7 @@ phoneme and signal lip-sync), peak RSS of a 10 s and a
 5 min render in separate processes (memory must not grow with clip length), and, with
 deterministic weights, the neural stages' CPU speed with a GPU estimate from their FLOPs.
 
-    python scripts/bench.py [--quick] [--sections parametric,stream,live,wav2lip,gfpgan,sadtalker,fomm,diff2lip]
+    python scripts/bench.py [--quick] [--sections parametric,stream,live,wav2lip,gfpgan,sadtalker,fomm,diff2lip,musetalk]
 """
 
 from __future__ import annotations
@@ -372,6 +372,47 @@ def section_diff2lip(quick: bool) -> None:
           "the 128 px face only, paste-back not counted)")
 
 
+def _musetalk_nets():
+    """Full-size det-weight MuseTalk (upstream's three configs, tests/fixtures/musetalk): UNet, VAE, whisper."""
+    from avatar_engine.engines.musetalk.detweights import det_unet, det_vae
+
+    fix = REPO / "tests" / "fixtures" / "musetalk"
+    unet = det_unet(json.loads((fix / "unet_config.json").read_text())["musetalk_json_as_shipped"])
+    vae = det_vae(json.loads((fix / "vae_config.json").read_text())["sd_vae_ft_mse_config_json"])
+    return unet, vae
+
+
+def section_musetalk(quick: bool) -> None:
+    """MuseTalk 1.5 (det weights, 850 M-parameter UNet): CPU seconds per frame of the lip stage's network work
+    (two VAE encodes, one UNet step, one decode per frame) and the GPU estimate from those FLOPs."""
+    import torch
+
+    from avatar_engine.engines.musetalk import latents as lat
+
+    print("== MuseTalk 1.5 lip stage, deterministic weights (networks only; crop and paste ~5 ms a frame) ==")
+    torch.set_num_threads(os.cpu_count() or 2)
+    unet, vae = _musetalk_nets()
+    batch = 2 if quick else 4
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 255, (batch, 256, 256, 3), dtype=np.uint8)
+    noise, windows = torch.randn(batch, 2, 4, 32, 32), torch.randn(batch, 50, 384)
+
+    def frame_batch():
+        latents = lat.unet_input(vae, crops, noise)
+        return lat.decode(vae, lat.predict_latents(unet, latents, windows))
+
+    for bf16 in _precisions():
+        ms = _per_item_ms(frame_batch, batch, 1, bf16)
+        print(f"batch {batch}, {torch.get_num_threads()} threads, {'bf16' if bf16 else 'fp32'}: {ms / 1000:.1f} s/frame")
+    encode = _flops(lambda x: vae.encode(x).latent_dist.mean, torch.randn(1, 3, 256, 256))
+    step = _flops(lambda x, w: lat.predict_latents(unet, x, w), torch.randn(1, 8, 32, 32), windows[:1])
+    decode = _flops(lambda z: lat.decode_raw(vae, z), torch.randn(1, 4, 32, 32))
+    per_frame = 2 * encode + step + decode
+    print(_gpu_line(per_frame, "frame") + f" (VAE encode {encode / 1e9:.0f} GFLOP x 2, UNet step {step / 1e9:.0f}, "
+          f"decode {decode / 1e9:.0f}; a still avatar's latents cached, as upstream's real-time mode: "
+          f"{(step + decode) / 1e9:.0f} GFLOP, L4 ~{GPUS['L4'] * UTILISATION / (step + decode):,.0f} frames/s)")
+
+
 def section_gpu(quick: bool) -> None:
     """On a CUDA machine: the lip network's measured frames/s in fp32 and fp16 (scripts/gpu_check.py runs
     the same function as its bench/wav2lip check)."""
@@ -400,7 +441,7 @@ def machine_line() -> str:
 SECTIONS = {"parametric": section_parametric, "stream": section_stream, "live": section_live,
             "wav2lip": section_wav2lip,
             "gfpgan": section_gfpgan, "sadtalker": section_sadtalker, "fomm": section_fomm,
-            "diff2lip": section_diff2lip, "gpu": section_gpu}
+            "diff2lip": section_diff2lip, "musetalk": section_musetalk, "gpu": section_gpu}
 
 
 def main() -> int:

@@ -42,9 +42,9 @@ class MuseTalkPainter:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
     def windows(self, audio_16k: np.ndarray, fps: float, n_frames: int) -> torch.Tensor:
-        """[n_frames, 50, 384] whisper windows of the whole clip (frames past the audio get silence)."""
-        with self._precision():
-            return audio.speech_windows(audio_16k, self.nets.whisper, self.nets.extractor, fps, n_frames)
+        """[n_frames, 50, 384] whisper windows of the whole clip (frames past the audio get silence); never under
+        bf16 autocast: the 8 M-parameter encoder is cheap and the feature extractor's STFT needs float32."""
+        return audio.speech_windows(audio_16k, self.nets.whisper, self.nets.extractor, fps, n_frames)
 
     def run(self, framed: Iterable[Framed], audio_16k: np.ndarray, fps: float, n_frames: int,
             check: Callable[[str], None] | None = None) -> Iterator[np.ndarray]:

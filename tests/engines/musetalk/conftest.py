@@ -94,3 +94,23 @@ class Probes:
 def probe_names(golden: dict, prefix: str) -> list[str]:
     """Module names probed in a golden file (`probe_mean.<name>` keys under `prefix`)."""
     return sorted({k.split(".", 1)[1] for k in golden if k.startswith(prefix)})
+
+
+def tiny_configs(configs: dict) -> dict[str, dict]:
+    """Upstream's configs made small (channel counts, layers) but keeping every structural choice: the UNet's
+    8 -> 4 channels, cross-attention width 384 and block types; the VAE's 4 blocks (32x32 latents of 256 px);
+    whisper-tiny unchanged (8 M parameters, and its width is the UNet's cross-attention width)."""
+    unet = {**configs["unet"], "block_out_channels": [32, 32, 64, 64], "layers_per_block": 1}
+    vae = {**configs["vae"], "block_out_channels": [32, 32, 32, 32], "layers_per_block": 1}
+    return {"unet": unet, "vae": vae, "whisper": configs["whisper"]}
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory, configs) -> Path:
+    """MODEL_ROOT with a small det-weight MuseTalk written as upstream's models/ tree under musetalk/."""
+    from avatar_engine.engines.musetalk.detweights import write_tree
+
+    root = tmp_path_factory.mktemp("musetalk-models")
+    tiny = tiny_configs(configs)
+    write_tree(root / "musetalk", tiny["unet"], tiny["vae"], tiny["whisper"])
+    return root
