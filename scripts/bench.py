@@ -403,7 +403,8 @@ def section_musetalk(quick: bool) -> None:
 
     for bf16 in _precisions():
         ms = _per_item_ms(frame_batch, batch, 1, bf16)
-        print(f"batch {batch}, {torch.get_num_threads()} threads, {'bf16' if bf16 else 'fp32'}: {ms / 1000:.1f} s/frame")
+        precision = "bf16" if bf16 else "fp32"
+        print(f"batch {batch}, {torch.get_num_threads()} threads, {precision}: {ms / 1000:.1f} s/frame")
     encode = _flops(lambda x: vae.encode(x).latent_dist.mean, torch.randn(1, 3, 256, 256))
     step = _flops(lambda x, w: lat.predict_latents(unet, x, w), torch.randn(1, 8, 32, 32), windows[:1])
     decode = _flops(lambda z: lat.decode_raw(vae, z), torch.randn(1, 4, 32, 32))

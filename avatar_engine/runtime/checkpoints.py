@@ -85,3 +85,6 @@ def report_bad_explicit_paths(settings: Settings) -> None:
             log.warning("%s=%s %s; the engines that need it are unavailable", env, value, _why_unusable(Path(value)))
     if settings.sadtalker_ckpt_dir is not None and not Path(settings.sadtalker_ckpt_dir).is_dir():
         log.warning("SADTALKER_CKPT_DIR=%s is not a folder; SadTalker is unavailable", settings.sadtalker_ckpt_dir)
+    muse = getattr(settings, "musetalk_dir", None)
+    if muse is not None and not Path(muse).is_dir():
+        log.warning("MUSETALK_DIR=%s is not a folder; MuseTalk is unavailable", muse)

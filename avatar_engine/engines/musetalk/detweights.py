@@ -65,5 +65,6 @@ def write_tree(root: Path, unet_config: dict, vae_config: dict, whisper_config: 
     (root / "whisper" / "config.json").write_text(json.dumps({"model_type": "whisper", **whisper_config}))
     (root / "whisper" / "preprocessor_config.json").write_text(json.dumps(WHISPER_PREPROCESSOR))
     encoder = det_whisper_encoder(whisper_config)
-    torch.save({f"model.encoder.{k}": v for k, v in encoder.state_dict().items()}, root / "whisper" / "pytorch_model.bin")
+    prefixed = {f"model.encoder.{k}": v for k, v in encoder.state_dict().items()}
+    torch.save(prefixed, root / "whisper" / "pytorch_model.bin")
     return root

@@ -183,7 +183,8 @@ def _flat_tensors(path: Path) -> dict:
     raw = read_checkpoint(path)
     bad = [k for k, v in raw.items() if not hasattr(v, "shape")]
     if bad:
-        raise AvatarError("engine_unavailable", f"checkpoint {path} is not a flat state_dict: {bad[:3]} hold no tensors")
+        raise AvatarError("engine_unavailable",
+                          f"checkpoint {path} is not a flat state_dict: {bad[:3]} hold no tensors")
     return raw
 
 

@@ -186,7 +186,8 @@ class SadTalkerEngine(Engine):
         lips = choose_lip_stage(self._lips, settings, wanted, "sadtalker")
         if lips is None:
             reasons = "; ".join(f"{x.name}: {x.status(settings).reason}" for x in self._lips if isinstance(x, Engine))
-            raise AvatarError("engine_unavailable", f"lip_refine: no lip stage can run here ({reasons or 'none wired'})")
+            raise AvatarError("engine_unavailable",
+                              f"lip_refine: no lip stage can run here ({reasons or 'none wired'})")
         return lips
 
     def warm_up(self, settings: Settings) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gc
 
-import numpy as np
 import pytest
 import torch
 
@@ -33,7 +32,11 @@ def runs(configs):
         probes = Probes(unet, names)
         with torch.inference_mode():
             latents = torch.from_numpy(g["latent_batch"]).to(dtype)
-            out[dtype] = lat.predict_latents(unet, latents, torch.from_numpy(g["whisper_batch"]).to(dtype))
+            if dtype == torch.float32:  # the glue: positions added to the whisper windows, timestep 0
+                out[dtype] = lat.predict_latents(unet, latents, torch.from_numpy(g["whisper_batch"]))
+            else:  # upstream's float64 run took the float32 encoder_hidden_states (pe computed in float32)
+                hidden = torch.from_numpy(g["encoder_hidden_states"]).to(dtype)
+                out[dtype] = unet(latents, torch.tensor([0]), encoder_hidden_states=hidden).sample
         probes.close()
         out[f"probes_{dtype}"] = probes
         if dtype == torch.float32:  # mutation: masked and reference latents swapped

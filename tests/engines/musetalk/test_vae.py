@@ -124,3 +124,18 @@ def test_float64_references(vae, golden):
     with torch.inference_mode():
         small32 = lat.decode_raw(vae, torch.from_numpy(g64["decode_small_latents_in"]))
     assert rel_l2(small32, g64["decoder_sample_small_f32"]) < 1e-3
+
+
+def test_frame_path_latents_and_recon(vae, golden_frame):
+    """golden_frame end to end around the UNet: two frames' crops -> [masked | ref] latents with the stored
+    noise, and the stored UNet output decoded to the BGR faces upstream pastes back."""
+    g = golden_frame
+    with torch.inference_mode():
+        latents = lat.unet_input(vae, g["face_crop_bgr_u8"], torch.from_numpy(g["sample_noise"]))
+        recon = lat.decode(vae, torch.from_numpy(g["pred_latents"]))
+    assert rel_l2(latents, g["latents_for_unet"]) < 3e-3
+    np.testing.assert_array_equal(g["latent_batch"], g["latents_for_unet"][g["cycle_idx"]])
+    diff = np.abs(recon.astype(int) - g["recon_bgr_u8"].astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    chunks = load_npz("golden_audio.npz")
+    assert rel_l2(g["whisper_batch"], chunks["whisper_chunks_sel"][:2]) < 1e-6  # frames 0 and 1 of the speech
