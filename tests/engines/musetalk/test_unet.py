@@ -76,8 +76,10 @@ def test_float32_forward_and_probes(runs):
 def test_float64_forward_and_every_probe(runs):
     """The only check of eps and the attention query path (README: the float32 sample cannot see them).
 
-    rel 1e-9 everywhere but attn1's std over space: under det weights attention output is constant over space
-    to ~1e-8 of its mean, so that std (~5e-9 of values ~0.1) carries float64 rounding of ~1e-9 itself."""
+    rel 1e-9 everywhere but the std over space of attention outputs (rel 1e-7): under det weights attention
+    output is constant over space to 1e-8 (attn1) ... 1e-3 of its mean, so those stds (attn1: ~5e-9 of values
+    ~0.1) carry float64 rounding of the mean-subtracted values themselves; measured 1.3e-9 (attn1) and 1.1e-9
+    (down_blocks.2 attn2), every other probe and `sample` below 1e-9."""
     g64 = load_npz("golden_unet_f64.npz")
     assert rel_l2(runs[torch.float64], g64["sample"]) < 1e-9
     probes = runs[f"probes_{torch.float64}"]
@@ -85,7 +87,7 @@ def test_float64_forward_and_every_probe(runs):
     for key in g64:
         if key.startswith("probe_"):
             stat, name = key[len("probe_"):].split(".", 1)
-            tol = 1e-6 if stat == "std" and name.endswith(".attn1") else 1e-9
+            tol = 1e-7 if stat == "std" and name.endswith((".attn1", ".attn2")) else 1e-9
             if (err := rel_l2(probes.get(f"{stat}.{name}"), g64[key])) >= tol:
                 errors[key] = err
     assert not errors, errors
