@@ -52,11 +52,23 @@ def test_status_names_the_missing_files(settings):
     assert parse_error(result["error"])["code"] == "engine_unavailable"
 
 
-def test_status_and_cpu_auto(mt_settings):
-    assert ENGINES["musetalk"].status(mt_settings).available
-    assert list_engines(mt_settings)["musetalk"]["available"]
-    assert not ENGINES["musetalk"].suits_auto(mt_settings)  # CPU: only when asked for
-    assert all("musetalk" not in plan.stages for plan in select_chain("auto", "real_time", mt_settings).plans)
+def test_status_and_cpu_auto(settings, tmp_path):
+    from avatar_engine.engines.musetalk.layout import MuseTalkFiles
+
+    for path in MuseTalkFiles(tmp_path / "musetalk").required():  # status looks at files only, never loads
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"{}")
+    mounted = settings.model_copy(update={"model_root": tmp_path})
+    assert ENGINES["musetalk"].status(mounted).available
+    assert list_engines(mounted)["musetalk"]["available"]
+    assert not ENGINES["musetalk"].suits_auto(mounted)  # CPU: only when asked for
+    assert all("musetalk" not in plan.stages for plan in select_chain("auto", "real_time", mounted).plans)
+    moved = settings.model_copy(update={"musetalk_dir": tmp_path / "musetalk"})
+    assert ENGINES["musetalk"].status(moved).available
+    from avatar_engine.runtime.inventory import checkpoint_path, component_report
+
+    assert checkpoint_path("musetalk_unet", moved) == tmp_path / "musetalk" / "musetalkV15" / "unet.pth"
+    assert component_report("engines", "musetalk", mounted)["missing"] == []  # the manifest knows every file
 
 
 def test_commercial_policy_blocks_non_commercial_engines(settings):

@@ -29,6 +29,7 @@ def test_key_lists_match_upstream(configs):
     assert sum(p.numel() for p in vae.parameters()) == counts["vae"]["parameters"]
 
 
+@pytest.mark.slow
 def test_det_fill_sums(configs):
     """netkit's det_fill gives the fixtures' per-key sums (VAE and whisper here; the UNet in test_unet)."""
     sums = load_json("detfill_sums.json")
@@ -55,6 +56,7 @@ def test_whisper_prefixes():
     assert layout.whisper_encoder_state_dict(raw) == {"conv1.weight": 1, "layer_norm.bias": 4}
 
 
+@pytest.mark.slow
 def test_tree_loads_strictly(tiny_root):
     files = layout.MuseTalkFiles(tiny_root / "musetalk")
     assert files.missing() == []
@@ -64,6 +66,7 @@ def test_tree_loads_strictly(tiny_root):
     assert nets.vae.config.scaling_factor == pytest.approx(0.18215)
 
 
+@pytest.mark.slow
 def test_broken_trees_fail_with_engine_unavailable(tiny_root, tmp_path):
     broken = tmp_path / "musetalk"
     shutil.copytree(tiny_root / "musetalk", broken)
