@@ -120,11 +120,6 @@ class _Run:
         self.report("done", 1.0)
         return result
 
-    def models(self) -> list[dict]:
-        """The chain's models and a lip stage an engine chose itself, each with its license (MODEL_LICENSES)."""
-        chosen = [self.info.get(k) for k in ("lip_refine", "lip_stage") if isinstance(self.info.get(k), str)]
-        return models_used(self.chain() + chosen)
-
 
 def _start(request: RenderRequest, settings: Settings, progress: Progress | None, out_path: str | None,
            deadline: Deadline | None) -> _Run:
@@ -279,6 +274,11 @@ class _Rendered:
 
     def chain(self) -> list[str]:
         return list(self.plan.chain) + [stage.name for stage in self.ran if stage.in_chain]
+
+    def models(self) -> list[dict]:
+        """The chain's models and a lip stage an engine chose itself, each with its license (MODEL_LICENSES)."""
+        chosen = [self.info.get(k) for k in ("lip_refine", "lip_stage") if isinstance(self.info.get(k), str)]
+        return models_used(self.chain() + chosen)
 
 
 def _encode(run: _Run, prepared: PreparedRender, job: RenderJob, out: Path, mode: str, encoder: str,

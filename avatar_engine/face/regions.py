@@ -27,6 +27,12 @@ CHIN = 152
 FOREHEAD = 10
 NOSE_TIP = 1
 
+# The 68-point (dlib / iBUG) roles MuseTalk's crop reads, on the mesh: the jaw line from the image-left ear round
+# the chin to the image-right ear (dlib 0-16), and dlib 29 on the nose bridge (mesh 168, 6, 197, 195, 5, 4 run
+# from between the eyes to the tip; dlib 27-30 split that line in thirds, so 29 lies between 195 and 5).
+JAW_68 = (127, 234, 93, 132, 58, 172, 136, 150, 152, 379, 365, 397, 288, 361, 323, 454, 356)
+NOSE_BRIDGE_68_29 = (195, 5)
+
 
 def face_frame(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Face-aligned axes: origin at the mouth centre, unit `right` along the eye line, `down`

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 import numpy as np
 
 from ...errors import AvatarError
-from ...runtime.device import GIB, gpu_free_bytes, torch_device, use_threads
+from ...runtime.device import batch_for_free_memory, torch_device, use_threads
 from ...settings import Settings
 from ..base import Engine, EngineStatus, LipStage, MotionSource, PreparedRender, RenderJob
 from .layout import find_files
@@ -40,10 +40,7 @@ CPU_WARNING = ("musetalk ran on a CPU, where its 850 M-parameter UNet costs seco
 def batch_size(device: "torch.device") -> int:
     """Frames per UNet batch: `CPU_BATCH` on a CPU; on a GPU by free memory (fp16 at 32x32 latents: ~60 MB a
     frame through the UNet and VAE; upstream's real-time script batches 20)."""
-    if device.type != "cuda":
-        return CPU_BATCH
-    free = gpu_free_bytes(device)
-    return 64 if free > 16 * GIB else 32 if free > 8 * GIB else 16 if free > 4 * GIB else 8
+    return batch_for_free_memory(device, ((16, 64), (8, 32), (4, 16), (0, 8)), cpu=CPU_BATCH)
 
 
 class MuseTalkEngine(Engine, LipStage):

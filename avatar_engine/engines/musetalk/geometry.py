@@ -23,16 +23,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ...face.regions import FACE_OVAL
+from ...face.regions import FACE_OVAL, JAW_68, NOSE_BRIDGE_68_29
 
 NOSE_INDEX_68 = 29
 EXTRA_MARGIN = 10
-# Face-mesh points in the 68-point roles the crop reads: the jaw line from the image-left ear round the chin
-# to the image-right ear (dlib 0-16), and dlib 29 on the nose bridge (mesh 168, 6, 197, 195, 5, 4 run from
-# between the eyes to the tip; dlib 27-30 split that line in thirds, so 29 lies between 195 and 5).
-MESH_JAW = (127, 234, 93, 132, 58, 172, 136, 150, 152, 379, 365, 397, 288, 361, 323, 454, 356)
-MESH_NOSE_29 = (195, 5)
-MESH_NOSE_INDEX = len(MESH_JAW)  # where `mesh_roles` puts it
+MESH_NOSE_INDEX = len(JAW_68)  # where `mesh_roles` puts dlib 29 (face/regions.py has the mesh indices)
 
 Box = tuple[int, int, int, int]
 
@@ -40,7 +35,7 @@ Box = tuple[int, int, int, int]
 def mesh_roles(points: np.ndarray) -> np.ndarray:
     """(468+, 2+) mesh points -> (18, 2): the 17 jaw roles (dlib 0-16), then the lower nose bridge (dlib 29)."""
     xy = np.asarray(points, dtype=np.float64)[:, :2]
-    return np.concatenate([xy[list(MESH_JAW)], xy[list(MESH_NOSE_29)].mean(axis=0, keepdims=True)])
+    return np.concatenate([xy[list(JAW_68)], xy[list(NOSE_BRIDGE_68_29)].mean(axis=0, keepdims=True)])
 
 
 def landmark_box(landmarks: np.ndarray, bbox_shift: int = 0, nose: int = NOSE_INDEX_68) -> Box | None:

@@ -106,7 +106,7 @@ def test_mesh_box_from_mesh_points():
     points[152] = (200, 400)  # chin lowest
     points[[195, 5]] = (200, 250)
     x1, y1, x2, y2 = geo.mesh_crop_box(points, (512, 512))
-    jaw = points[list(geo.MESH_JAW)]
+    jaw = points[list(geo.JAW_68)]
     assert (x1, x2) == (int(jaw[:, 0].min()), int(jaw[:, 0].max()))
     assert y1 == 250 - (400 - 250) and y2 == 410
     mask = geo.oval_mask(points, geo.expanded_box((x1, y1, x2, y2))[0])
