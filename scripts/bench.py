@@ -7,7 +7,8 @@ phoneme and signal lip-sync), peak RSS of a 10 s and a
 5 min render in separate processes (memory must not grow with clip length), and, with
 deterministic weights, the neural stages' CPU speed with a GPU estimate from their FLOPs.
 
-    python scripts/bench.py [--quick] [--sections parametric,stream,live,wav2lip,gfpgan,sadtalker,fomm,diff2lip,musetalk]
+    python scripts/bench.py [--quick] [--sections parametric,stream,live,wav2lip,gfpgan,sadtalker,fomm,diff2lip,
+                            musetalk]
 """
 
 from __future__ import annotations
