@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..settings import Settings
-from .inventory import checkpoint_path, component_files, load_inventory
+from .inventory import checkpoint_path, component_files, license_policy, load_inventory
 from .loading import sniff_checkpoint
 
 _LOCK = threading.Lock()
@@ -48,6 +48,7 @@ class FileReport:
 class Report:
     model_root: str
     image: str | None
+    license_policy: str = "any"  # MODEL_LICENSES: "commercial" keeps non-commercial models out
     components: dict[str, dict[str, Any]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -56,8 +57,8 @@ class Report:
         return not self.problems
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "model_root": self.model_root, "image": self.image, "components": self.components,
-                "problems": self.problems}
+        return {"ok": self.ok, "model_root": self.model_root, "image": self.image,
+                "license_policy": self.license_policy, "components": self.components, "problems": self.problems}
 
 
 def _identity(path: Path) -> tuple | None:
@@ -174,16 +175,19 @@ def examine(settings: Settings, image: str | None = None, *, load: bool = True) 
     if image is not None and image not in inventory["images"]:
         raise ValueError(f"unknown image {image!r}; known: {', '.join(sorted(inventory['images']))}")
     promised = inventory["images"][image] if image else {"engines": [], "stages": []}
-    report = Report(str(settings.model_root), image)
+    policy = license_policy(settings)
+    report = Report(str(settings.model_root), image, policy["policy"])
     for kind in ("engines", "stages"):
         for name in inventory.get(kind, {}):
             comp = _component(kind, name, settings, load)
             comp["promised"] = name in promised.get(kind, [])
+            # a model the license policy keeps out is reported, never counted as a broken promise
+            comp["allowed"] = policy[kind].get(name, {}).get("allowed", True)
             report.components[name] = comp
             for f in comp["files"]:
                 if f["found"] and f["loads"] is False and f"{f['path']}" not in " ".join(report.problems):
                     report.problems.append(f"{f['key']}: {f['path']} cannot be loaded: {f['error']}")
-            if comp["promised"] and not comp["can_run"]:
+            if comp["promised"] and comp["allowed"] and not comp["can_run"]:
                 report.problems.append(f"{name}: the {image} image promises it, but it lacks {'; '.join(comp['missing'])}")
     return report
 
@@ -201,9 +205,12 @@ def summary(settings: Settings) -> dict[str, Any]:
 
 def render_text(report: Report) -> str:
     """The human table: one block per engine / stage, one line per file."""
-    lines = [f"model root: {report.model_root}" + (f"   image: {report.image}" if report.image else "")]
+    lines = [f"model root: {report.model_root}" + (f"   image: {report.image}" if report.image else "")
+             + f"   license policy (MODEL_LICENSES): {report.license_policy}"]
     for name, comp in report.components.items():
         state = "can run" if comp["can_run"] else "cannot run (lacks " + "; ".join(comp["missing"]) + ")"
+        if not comp.get("allowed", True):
+            state = f"kept out by MODEL_LICENSES={report.license_policy} ({state})"
         lines.append(f"\n{comp['kind']} {name}{' [promised]' if comp['promised'] else ''}: {state}"
                      f" - license: {comp['license']}")
         for f in comp["files"]:

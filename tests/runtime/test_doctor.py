@@ -111,3 +111,15 @@ def test_every_manifest_entry_has_a_source():
             assert other in manifest["files"]
         assert spec.get("forms"), f"{key}: which forms are accepted?"
         assert spec["sha256"] is None or len(spec["sha256"]) == 64
+
+
+def test_the_doctor_shows_the_license_policy_and_never_counts_a_kept_out_model_as_broken(tmp_path):
+    from avatar_engine.runtime.doctor import examine, render_text
+    from avatar_engine.settings import Settings
+
+    report = examine(Settings(model_root=tmp_path, model_licenses="commercial"), "sadtalker", load=False)
+    assert report.to_dict()["license_policy"] == "commercial"
+    assert report.components["wav2lip"]["allowed"] is False
+    assert not any(p.startswith("wav2lip:") for p in report.problems)
+    text = render_text(report)
+    assert "license policy (MODEL_LICENSES): commercial" in text and "kept out by MODEL_LICENSES=commercial" in text
