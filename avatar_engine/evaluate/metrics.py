@@ -88,16 +88,18 @@ def silence_threshold(level_db: np.ndarray) -> float:
 
 
 def silence_figures(mouth_open: np.ndarray, level_db: np.ndarray, portrait_rest: float | None) -> dict:
-    """How many frames are silent, and which share of them shows a closed mouth (None without silence).
+    """How many frames are silent, and which share of them shows the mouth closed, i.e. at rest (None without
+    silence).
 
-    The rest pose is the tighter of the portrait's own gap and the clip's 5th-percentile gap: engines close a
-    smiling portrait's lips at rest, and a portrait with closed lips exposes a mouth held open in silence."""
+    The rest pose is the portrait's own gap when it is known (the embedded engine keeps a smiling portrait's
+    smile between words; an engine that closes it is tighter still and counts as closed), else the clip's
+    5th-percentile gap; a portrait with closed lips exposes a mouth held open in silence."""
     n = min(len(mouth_open), len(level_db))
     silent = (level_db[:n] < silence_threshold(level_db[:n])) & np.isfinite(mouth_open[:n])
-    candidates = [portrait_rest] if portrait_rest is not None else []
-    if np.isfinite(mouth_open).any():
-        candidates.append(float(np.nanpercentile(mouth_open, 5)))
-    rest = min(candidates) if candidates else 0.0
+    if portrait_rest is not None:
+        rest = float(portrait_rest)
+    else:
+        rest = float(np.nanpercentile(mouth_open, 5)) if np.isfinite(mouth_open).any() else 0.0
     closed = mouth_open[:n][silent] <= rest + MOUTH_CLOSED_MARGIN
     return {"silent_frames": int(silent.sum()), "rest_mouth_open": round(rest, 4),
             "mouth_closed_fraction": round(float(closed.mean()), 3) if silent.any() else None}

@@ -73,3 +73,16 @@ def test_the_worker_never_imports_the_evaluator_or_matplotlib():
             "print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_silent_frames_count_as_closed_at_the_portraits_own_rest():
+    import numpy as np
+
+    from avatar_engine.evaluate.metrics import silence_figures
+
+    level = np.full(6, -80.0)  # all silent
+    smile = silence_figures(np.full(6, 0.05), level, portrait_rest=0.05)  # the portrait's own smile kept
+    shut = silence_figures(np.zeros(6), level, portrait_rest=0.05)  # an engine that closes it
+    held_open = silence_figures(np.full(6, 0.10), level, portrait_rest=0.0)  # closed lips held open
+    assert smile["mouth_closed_fraction"] == shut["mouth_closed_fraction"] == 1.0
+    assert held_open["mouth_closed_fraction"] == 0.0
