@@ -6,16 +6,18 @@
 
 Checks, each timed, one JSON report ({"device": {...}, "checks": [{"name", "ok", "seconds", "detail"}]}),
 exit 1 when any check fails:
-- golden/<net>/<fp32|fp16>: every network golden the test suite checks (tests/support/device_goldens.py:
-  Wav2Lip 4-D and 5-D, GFPGAN, FOMM keypoint detector, generator and dense motion, Diff2Lip UNet with its
-  audio-encoder taps and the 25-step sampler, SadTalker Audio2Exp, Audio2Pose, both MappingNets, keypoint
-  detector, head-pose estimator, ReconNet, generator and SPADE decoder) on the device, outputs compared by
-  rel L2 to the stored float32 arrays; each detail names the worst array and its tolerance. fp32: 1e-4
-  with TF32 off (the CPU tests' float32 bound). fp16 autocast: 3e-2 (Diff2Lip UNet 5e-2, sampler 1e-1);
-  on a CPU half precision is bf16, tolerance x5. The two keypoint detectors (softmax keypoints, kept in
-  fp32 by their engines) report why they have no half-precision comparison. --quick skips GFPGAN, the
-  Diff2Lip UNet/sampler and SadTalker's generator/SPADE decoder (minutes on a CPU) and runs Wav2Lip 5-D,
-  Audio2Pose, the head-pose estimator and ReconNet in fp32 only. golden/musetalk is the hook for #24.
+- golden/<net>/<fp32|fp16>: every golden the test suite checks (tests/support/device_goldens.py): Wav2Lip 4-D
+  and 5-D, GFPGAN, FOMM keypoint detector, generator and dense motion, Diff2Lip UNet with its timestep, audio-
+  encoder, audio-style and middle-block taps and the 25-step sampler, SadTalker Audio2Exp, Audio2Pose, both
+  MappingNets, keypoint detector, head-pose estimator, ReconNet, generator, SPADE decoder and the torch
+  pose/keypoint glue, on the device; the host-side mel and alignment goldens (numpy, rel L2 1e-6) once.
+  Outputs are compared by rel L2 to the stored float32 arrays; each detail names the worst array, its error
+  and its tolerance. fp32: 1e-4 with TF32 off (the CPU tests' float32 bound). fp16 autocast: 3e-2 (Diff2Lip
+  UNet 5e-2, its audio and middle-block taps 1e-1, sampler 1e-1); on a CPU half precision is bf16, tolerance
+  x5. The two keypoint detectors (softmax keypoints, kept in fp32 by their engines) say why they have no half-
+  precision comparison. --quick skips GFPGAN, the Diff2Lip UNet and sampler and SadTalker's generator and
+  SPADE decoder (minutes on a CPU) and runs Wav2Lip 5-D, Audio2Pose, the head-pose estimator and ReconNet in
+  fp32 only. golden/musetalk is the hook for #24.
 - render/<engine>: an end-to-end render through the pipeline from det-weight checkpoints written in the
   official layouts (Wav2Lip's legacy-pickle training dict and upstream's TorchScript form, FOMM's
   Logger.save_cpk dict, SadTalker's safetensors + MappingNet files, Diff2Lip's flat state dict). --quick
@@ -106,7 +108,7 @@ def _run_golden(golden, device: str, half: bool, quick: bool = False) -> str:
     if half and golden.half_tol is None:
         return f"not compared in half precision: {golden.why}"
     if half and quick and not golden.quick_half:
-        return f"--quick: fp32 only (the full proof compares fp16 at rel L2 {golden.half_tol:.2g})"
+        return f"--quick: fp32 only (the full proof compares fp16 at rel L2 {dg.tolerance(golden.half_tol, '*'):.2g})"
     if id(golden) not in _BUILT:
         _BUILT.clear()
         _BUILT[id(golden)] = golden.build(device)
@@ -114,13 +116,16 @@ def _run_golden(golden, device: str, half: bool, quick: bool = False) -> str:
     dtype = torch.float16 if device == "cuda" else torch.bfloat16
     with torch.inference_mode(), torch.autocast(device, dtype=dtype, enabled=half):
         got = forward()
-    tol = golden.fp32_tol if not half else golden.half_tol * (1 if device == "cuda" else dg.BF16_FACTOR)
-    worst, err = dg.compare(got, expected, tol)
+    tol = golden.fp32_tol if not half else golden.half_tol
+    if half and device != "cuda":
+        tol = tol * dg.BF16_FACTOR if isinstance(tol, float) else {k: v * dg.BF16_FACTOR for k, v in tol.items()}
+    worst, err, tol = dg.compare(got, expected, tol)
     assert err <= tol, f"{worst}: rel L2 {err:.2e} > tolerance {tol:.2g}"
-    precision = "fp32, TF32 off" if not half else ("fp16 autocast" if device == "cuda" else
-                                                   f"bf16 autocast on CPU (fp16 bound x{dg.BF16_FACTOR})")
+    half_name = "fp16 autocast" if device == "cuda" else f"bf16 autocast on CPU (fp16 bound x{dg.BF16_FACTOR})"
+    precision = "host numpy" if golden.host else half_name if half else "fp32, TF32 off"
     why = f"; {golden.why}" if golden.why and half else ""
-    return f"{len(got)} array{'s' if len(got) > 1 else ''}, worst {worst} rel L2 {err:.2e} (tolerance {tol:.2g}, {precision}{why})"
+    arrays = f"{len(got)} array{'s' if len(got) > 1 else ''}"
+    return f"{arrays}, worst {worst} rel L2 {err:.2e} (tolerance {tol:.2g}, {precision}{why})"
 
 
 def _musetalk_hook() -> str:
