@@ -58,7 +58,7 @@ def det(module: torch.nn.Module, device: str, overrides: dict | None = None) -> 
 
 
 def tolerance(tol: float | dict[str, float], name: str) -> float:
-    return tol if isinstance(tol, float) else tol.get(name, tol["*"])
+    return tol.get(name, tol["*"]) if isinstance(tol, dict) else float(tol)
 
 
 def compare(got: dict, golden: dict, tol: float | dict[str, float]) -> tuple[str, float, float]:
