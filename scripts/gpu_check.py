@@ -118,7 +118,7 @@ def _run_golden(golden, device: str, half: bool, quick: bool = False) -> str:
         got = forward()
     tol = golden.fp32_tol if not half else golden.half_tol
     if half and device != "cuda":
-        tol = tol * dg.BF16_FACTOR if isinstance(tol, float) else {k: v * dg.BF16_FACTOR for k, v in tol.items()}
+        tol = {k: v * dg.BF16_FACTOR for k, v in tol.items()} if isinstance(tol, dict) else tol * dg.BF16_FACTOR
     worst, err, tol = dg.compare(got, expected, tol)
     assert err <= tol, f"{worst}: rel L2 {err:.2e} > tolerance {tol:.2g}"
     half_name = "fp16 autocast" if device == "cuda" else f"bf16 autocast on CPU (fp16 bound x{dg.BF16_FACTOR})"
