@@ -96,19 +96,40 @@ def check_goldens(device: str, quick: bool) -> list[tuple[str, Callable[[], str]
     return checks
 
 
-_BUILT: dict = {}  # the last golden's (forward, expected): its fp32 and fp16 checks share one weight fill
+_BUILT: dict = {}  # the golden being checked: its fp32 and fp16 checks share one weight fill
+
+
+def _release() -> None:
+    """Drop the golden's weights after its half-precision check (the OOM check's memory cap comes later)."""
+    import torch
+
+    _BUILT.clear()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _run_golden(golden, device: str, half: bool, quick: bool = False) -> str:
     """One golden forward, compared array by array; the detail names the worst array and the tolerance."""
+    from tests.support import device_goldens as dg
+
+    if half and golden.half_tol is None:
+        _release()
+        return f"not compared in half precision: {golden.why}"
+    if half and quick and not golden.quick_half:
+        _release()
+        return f"--quick: fp32 only (the full proof compares fp16 at rel L2 {dg.tolerance(golden.half_tol, '*'):.2g})"
+    try:
+        return _compare_golden(golden, device, half)
+    finally:
+        if half:
+            _release()
+
+
+def _compare_golden(golden, device: str, half: bool) -> str:
     import torch
 
     from tests.support import device_goldens as dg
 
-    if half and golden.half_tol is None:
-        return f"not compared in half precision: {golden.why}"
-    if half and quick and not golden.quick_half:
-        return f"--quick: fp32 only (the full proof compares fp16 at rel L2 {dg.tolerance(golden.half_tol, '*'):.2g})"
     if id(golden) not in _BUILT:
         _BUILT.clear()
         _BUILT[id(golden)] = golden.build(device)
