@@ -7,17 +7,19 @@
 Checks, each timed, one JSON report ({"device": {...}, "checks": [{"name", "ok", "seconds", "detail"}]}),
 exit 1 when any check fails:
 - golden/<net>/<fp32|fp16>: every golden the test suite checks (tests/support/device_goldens.py): Wav2Lip 4-D
-  and 5-D, GFPGAN, FOMM keypoint detector, generator and dense motion, Diff2Lip UNet with its timestep, audio-
-  encoder, audio-style and middle-block taps and the 25-step sampler, SadTalker Audio2Exp, Audio2Pose, both
-  MappingNets, keypoint detector, head-pose estimator, ReconNet, generator, SPADE decoder and the torch
-  pose/keypoint glue, on the device; the host-side mel and alignment goldens (numpy, rel L2 1e-6) once.
-  Outputs are compared by rel L2 to the stored float32 arrays; each detail names the worst array, its error
-  and its tolerance. fp32: 1e-4 with TF32 off (the CPU tests' float32 bound). fp16 autocast: 3e-2 (Diff2Lip
-  UNet 5e-2, its audio and middle-block taps 1e-1, sampler 1e-1); on a CPU half precision is bf16, tolerance
-  x5. The two keypoint detectors (softmax keypoints, kept in fp32 by their engines) say why they have no half-
-  precision comparison. --quick skips GFPGAN, the Diff2Lip UNet and sampler and SadTalker's generator and
-  SPADE decoder (minutes on a CPU) and runs Wav2Lip 5-D, Audio2Pose, the head-pose estimator and ReconNet in
-  fp32 only. golden/musetalk is the hook for #24.
+  and 5-D, GFPGAN, FOMM keypoint detector, generator and dense motion, Diff2Lip UNet with its timestep,
+  audio-encoder, audio-style and middle-block taps and the 25-step sampler, SadTalker Audio2Exp, Audio2Pose,
+  both MappingNets, keypoint detector, head-pose estimator, ReconNet, generator, SPADE decoder and the torch
+  pose/keypoint glue, MuseTalk's whisper encoder (short and > 30 s), positional encoding, VAE and UNet, on the
+  device; the host-side mel and alignment goldens (numpy, rel L2 1e-6) once. Outputs are compared by rel L2 to
+  the stored float32 arrays; each detail names the worst array, its error and its tolerance. fp32: 1e-4 with
+  TF32 off (the CPU tests' float32 bound; MuseTalk's VAE its tests' 3e-3/1e-3/1e-2). fp16 autocast: 3e-2
+  (Diff2Lip UNet 5e-2, its audio and middle-block taps 1e-1, sampler 1e-1); on a CPU half precision is bf16,
+  tolerance x5. The two keypoint detectors (softmax keypoints, kept in fp32 by their engines) say why they
+  have no half-precision comparison. --quick skips GFPGAN, the Diff2Lip UNet and sampler, SadTalker's
+  generator and SPADE decoder and MuseTalk's long audio, VAE and UNet (minutes on a CPU) and runs Wav2Lip 5-D,
+  Audio2Exp, Audio2Pose, the head-pose estimator and ReconNet in fp32 only. golden/musetalk says whether
+  MuseTalk's goldens are wired (it fails when engines/musetalk exists without them).
 - render/<engine>: an end-to-end render through the pipeline from det-weight checkpoints written in the
   official layouts (Wav2Lip's legacy-pickle training dict and upstream's TorchScript form, FOMM's
   Logger.save_cpk dict, SadTalker's safetensors + MappingNet files, Diff2Lip's flat state dict). --quick
@@ -83,8 +85,8 @@ def det_wav2lip():
 def check_goldens(device: str, quick: bool) -> list[tuple[str, Callable[[], str]]]:
     """Every network golden of the test suite (tests/support/device_goldens.py) on `device`, in fp32 and in
     half precision: fp16 autocast on CUDA, bf16 autocast on a CPU (tolerance x BF16_FACTOR). --quick runs
-    the goldens marked quick (seconds each on a CPU); GFPGAN, the Diff2Lip UNet and sampler and SadTalker's
-    generator take minutes there and run in the full (CUDA) proof only."""
+    the goldens marked quick (seconds each on a CPU); the others (GFPGAN, Diff2Lip's UNet and sampler,
+    SadTalker's generator, MuseTalk's VAE and UNet, ...) take minutes there and run in the full proof only."""
     from tests.support import device_goldens as dg
 
     checks = [("golden/musetalk", _musetalk_hook)]
@@ -150,7 +152,7 @@ def _compare_golden(golden, device: str, half: bool) -> str:
 
 
 def _musetalk_hook() -> str:
-    """MuseTalk (#24) is not wired yet: fail once its engine lands without goldens in the hook."""
+    """MuseTalk (#24): its goldens must be wired whenever its engine is in the tree."""
     from tests.support import device_goldens as dg
 
     if not (REPO / "avatar_engine/engines/musetalk").is_dir():

@@ -30,7 +30,7 @@ BF16_FACTOR = 5  # a CPU rehearses half precision in bf16: 3 fewer mantissa bits
 @dataclass(frozen=True)
 class Golden:
     build: Callable[[str], tuple[Callable[[], dict], dict]]
-    fp32_tol: float = FP32_TOL
+    fp32_tol: float | dict[str, float] = FP32_TOL
     half_tol: float | dict[str, float] | None = FP16_TOL  # per array: {name: tol, "*": tol}; None: fp32 only
     quick: bool = False  # part of `--quick` (the CPU test: seconds, not minutes)
     quick_half: bool = True  # in `--quick`, also in half precision (False: fp32 only, to keep the test short)
@@ -356,13 +356,102 @@ def sadtalker_preprocess_align(_device: str):
     return forward, g
 
 
-# --------------------------------------------------------------------------- MuseTalk hook
+# --------------------------------------------------------------------------- MuseTalk
+
+
+def _muse(name: str) -> dict:
+    return npz(f"musetalk/golden_{name}.npz")
+
+
+def _muse_config(net: str) -> dict:
+    import json
+
+    file, key = {"unet": ("unet_config.json", "musetalk_json_as_shipped"),
+                 "vae": ("vae_config.json", "sd_vae_ft_mse_config_json"),
+                 "whisper": ("whisper_config.json", "whisper_tiny_architecture")}[net]
+    return json.loads((FIXTURES / "musetalk" / file).read_text())[key]
+
+
+def musetalk_whisper(device: str, long: bool = False):
+    """whisper-tiny's encoder on the device (features: the host extractor), hidden states and frame windows;
+    `long`: a > 30 s clip, two segments encoded separately, windows across the seam."""
+    from transformers import WhisperFeatureExtractor
+
+    from avatar_engine.engines.musetalk import audio
+    from avatar_engine.engines.musetalk.detweights import WHISPER_PREPROCESSOR, det_whisper_encoder
+
+    encoder = det_whisper_encoder(_muse_config("whisper")).to(device).eval()
+    g, wav = _muse("audio"), _muse("audio")["wav"]
+    if long:
+        g = _muse("audio_long")
+        wav16 = (wav * 32768).astype(np.int16)
+        wav = (np.tile(wav16, int(g["long_reps"]))[: int(g["long_num_samples"])] / 32768).astype(np.float32)
+    features = audio.input_features(wav, WhisperFeatureExtractor(**WHISPER_PREPROCESSOR))
+
+    def forward():
+        hidden = audio.encoder_states(encoder, features, len(wav))
+        windows = audio.frame_windows(hidden, audio.frame_count(len(wav), 25), 25)[g["chunk_frame_idx"]]
+        if long:
+            return {"whisper_hidden_states_1490_1510": hidden[:, 1490:1510],
+                    "whisper_hidden_states_last20": hidden[:, -20:], "whisper_chunks_sel": windows}
+        return {"whisper_hidden_states_trimmed": hidden, "whisper_chunks_sel": windows}
+
+    return forward, g
+
+
+def musetalk_positions(device: str):
+    from avatar_engine.engines.musetalk import latents as lat
+
+    g = _muse("pe")
+    (x,) = on(device, g, "x")
+    return lambda: {"y": lat.add_positions(x)}, g
+
+
+def musetalk_vae(device: str):
+    """sd-vae-ft-mse: the posterior of [masked, ref], the UNet's input latents (stored noise), one decode."""
+    from avatar_engine.engines.musetalk import latents as lat
+    from avatar_engine.engines.musetalk.detweights import det_vae
+
+    vae = det_vae(_muse_config("vae")).to(device).eval()
+    g, frame = _muse("vae"), _muse("frame")
+    crop = g["face_crop_bgr_u8"]
+    images = torch.cat([lat.vae_input(crop, True), lat.vae_input(crop, False)]).to(device)
+    noise, frame_noise, latents_in, pred = (torch.from_numpy(a) for a in (
+        g["sample_noise"][None], frame["sample_noise"], g["decode_latents_in"], frame["pred_latents"]))
+
+    def forward():
+        posterior = vae.encode(images).latent_dist
+        return {"posterior_mean": posterior.mean, "posterior_logvar": posterior.logvar,
+                "latents_for_unet": lat.unet_input(vae, crop, noise),
+                "decoder_sample_row0": lat.decode_raw(vae, latents_in)[:1],
+                "frame/latents_for_unet": lat.unet_input(vae, frame["face_crop_bgr_u8"], frame_noise),
+                "frame/recon_bgr_u8": lat.decode(vae, pred)}
+
+    return forward, {**g, **{f"frame/{k}": v for k, v in frame.items()}}
+
+
+def musetalk_unet(device: str):
+    """The 850 M-parameter UNet's single step on the golden frame batch (positions added, timestep 0)."""
+    from avatar_engine.engines.musetalk import latents as lat
+    from avatar_engine.engines.musetalk.detweights import det_unet
+
+    unet = det_unet(_muse_config("unet")).to(device).eval()
+    g = _muse("unet")
+    latents, windows = on(device, g, "latent_batch", "whisper_batch")
+    return lambda: {"sample": lat.predict_latents(unet, latents, windows)}, g
 
 
 def musetalk_goldens() -> dict[str, Golden]:
-    """HOOK for engines/musetalk (#24): add its goldens here once the engine and tests/fixtures/musetalk are
-    on main. gpu_check fails `golden/musetalk` while the engine exists but this hook is still empty."""
-    return {}
+    """MuseTalk (#24). golden_geometry (crop boxes, paste-back masks: host numpy/OpenCV, exact) stays with
+    the CPU tests. The VAE's tolerances are its float32 tests' (3e-3: the posterior through det weights;
+    the decode 1e-3; uint8 faces 1e-2, a few values one LSB off)."""
+    vae_tol = {"*": 3e-3, "decoder_sample_row0": 1e-3, "frame/recon_bgr_u8": 1e-2}
+    return {"musetalk/whisper": Golden(musetalk_whisper, quick=True),
+            "musetalk/whisper_long": Golden(lambda d: musetalk_whisper(d, long=True)),
+            "musetalk/positions": Golden(musetalk_positions, quick=True),
+            "musetalk/vae": Golden(musetalk_vae, fp32_tol=vae_tol, half_tol={**vae_tol, "*": FP16_TOL},
+                                   why="VAE: fp32 bounds of its CPU tests"),
+            "musetalk/unet": Golden(musetalk_unet)}
 
 
 # name -> Golden. Tolerances: rel L2 of the stored float32 output; fp32 with TF32 off; half: fp16 autocast
@@ -388,7 +477,7 @@ GOLDENS: dict[str, Golden] = {
                   why="host numpy features (float64 inside): no device or half-precision path"),
     "sadtalker/preprocess_align": Golden(sadtalker_preprocess_align, fp32_tol=1e-6, half_tol=None, quick=True,
                                          host=True, why="host-side alignment: no device or half-precision path"),
-    "sadtalker/audio2exp": Golden(sadtalker_audio2exp, quick=True),
+    "sadtalker/audio2exp": Golden(sadtalker_audio2exp, quick=True, quick_half=False),
     "sadtalker/audio2pose": Golden(sadtalker_audio2pose, quick=True, quick_half=False),
     "sadtalker/mappingnet": Golden(lambda d: sadtalker_mapping(d, "mappingnet", 70), quick=True),
     "sadtalker/mappingnet_full": Golden(lambda d: sadtalker_mapping(d, "mappingnet_full", 73), quick=True),
