@@ -6,11 +6,21 @@
 
 Checks, each timed, one JSON report ({"device": {...}, "checks": [{"name", "ok", "seconds", "detail"}]}),
 exit 1 when any check fails:
-- golden/<net>/<fp32|fp16>: each port's det-weight golden forward (Wav2Lip, GFPGAN, FOMM keypoint detector
-  and generator, Diff2Lip UNet, SadTalker face renderer's deformation) on the device. Tolerances, rel L2 of the stored output: fp32 1e-4 with TF32
-  off (the CPU tests' float32 bound); fp16 autocast 3e-2 (Diff2Lip 5e-2, its own test's bound; half precision
-  carries ~1e-3 per layer, a wrong port lands at O(1)); no fp16 check where production stays fp32 (FOMM's
-  keypoints). On a CPU half precision is bf16, tolerance x5. --quick runs Wav2Lip and FOMM only.
+- golden/<net>/<fp32|fp16>: every golden the test suite checks (tests/support/device_goldens.py): Wav2Lip 4-D
+  and 5-D, GFPGAN, FOMM keypoint detector, generator and dense motion, Diff2Lip UNet with its timestep,
+  audio-encoder, audio-style and middle-block taps and the 25-step sampler, SadTalker Audio2Exp, Audio2Pose,
+  both MappingNets, keypoint detector, head-pose estimator, ReconNet, generator, SPADE decoder and the torch
+  pose/keypoint glue, MuseTalk's whisper encoder (short and > 30 s), positional encoding, VAE and UNet, on the
+  device; the host-side mel and alignment goldens (numpy, rel L2 1e-6) once. Outputs are compared by rel L2 to
+  the stored float32 arrays; each detail names the worst array, its error and its tolerance. fp32: 1e-4 with
+  TF32 off (the CPU tests' float32 bound; MuseTalk's VAE its tests' 3e-3/1e-3/1e-2). fp16 autocast: 3e-2
+  (Diff2Lip UNet 5e-2, its audio and middle-block taps 1e-1, sampler 1e-1); on a CPU half precision is bf16,
+  tolerance x5. The two keypoint detectors (softmax keypoints, kept in fp32 by their engines) and MuseTalk's
+  det-weight VAE (ill-conditioned: bf16 moves its posterior by rel 1.0) say why they have no half-precision
+  comparison; MuseTalk's UNet 5e-2, not yet measured. --quick skips GFPGAN, the Diff2Lip UNet and sampler,
+  SadTalker's generator and SPADE decoder and MuseTalk's long audio, VAE and UNet (minutes on a CPU) and runs
+  Wav2Lip 5-D, Audio2Exp, Audio2Pose, the head-pose estimator and ReconNet in fp32 only. golden/musetalk says
+  whether MuseTalk's goldens are wired (it fails when engines/musetalk exists without them).
 - render/<engine>: an end-to-end render through the pipeline from det-weight checkpoints written in the
   official layouts (Wav2Lip's legacy-pickle training dict and upstream's TorchScript form, FOMM's
   Logger.save_cpk dict, SadTalker's safetensors + MappingNet files, Diff2Lip's flat state dict). --quick
@@ -40,8 +50,6 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-FP32_TOL = 1e-4
-FP16_TOL = 3e-2
 
 
 def device_info(device: str) -> dict:
@@ -75,131 +83,83 @@ def det_wav2lip():
     return copy.deepcopy(_DET["wav2lip"])
 
 
-def rel_l2(actual, expected) -> float:
-    import numpy as np
-
-    a, e = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
-    return float(np.linalg.norm(a - e) / max(np.linalg.norm(e), 1e-300))
-
-
-def _npz(name: str) -> dict:
-    import numpy as np
-
-    with np.load(REPO / "tests/fixtures" / name) as z:
-        return {k: z[k] for k in z.files}
-
-
-def _image(u8, device: str):
-    import torch
-
-    return torch.from_numpy(u8.astype("float32") / 255.0).permute(2, 0, 1)[None].to(device)
-
-
-def golden_wav2lip(device: str) -> tuple:
-    import torch
-
-    golden = _npz("wav2lip/golden_forward.npz")
-    model = det_wav2lip().to(device)
-    audio = torch.from_numpy(golden["audio_sequences"]).float().to(device)
-    faces = torch.from_numpy(golden["face_sequences"]).float().to(device)
-    return lambda: model(audio, faces), golden["output"]
-
-
-def golden_gfpgan(device: str) -> tuple:
-    import torch
-
-    from avatar_engine.runtime.detweights import fill_module
-    from avatar_engine.stages.restore.nets import gfpgan_v14
-
-    golden = _npz("gfpgan/golden.npz")
-    model = fill_module(gfpgan_v14()).to(device)
-    x = torch.from_numpy((golden["input_u8"] / 255.0).astype("float32")).permute(2, 0, 1)[None].to(device)
-    return lambda: model((x - 0.5) / 0.5, return_rgb=True)[0], golden["output"]
-
-
-def golden_fomm(device: str, part: str) -> tuple:
-    from avatar_engine.engines.fomm.nets import KPDetector, OcclusionAwareGenerator
-    from avatar_engine.runtime.detweights import fill_module
-
-    golden = _npz("fomm/golden.npz")
-    source = _image(golden["source_u8"], device)
-    if part == "kp_detector":
-        kp_detector = fill_module(KPDetector()).to(device)
-        return lambda: kp_detector(source)["value"], golden["kp_source_value"]
-    generator = fill_module(OcclusionAwareGenerator()).to(device)
-    kp_detector = fill_module(KPDetector()).to(device)
-
-    def forward():
-        kps = {name: {k: v.float() for k, v in kp_detector(_image(golden[f"{name}_u8"], device)).items()}
-               for name in ("source", "driving")}
-        return generator(source_image=source, kp_driving=kps["driving"], kp_source=kps["source"])["prediction"]
-
-    return forward, golden["gen_abs_prediction"]
-
-
-def golden_diff2lip(device: str) -> tuple:
-    import torch
-
-    from avatar_engine.engines.diff2lip.nets import TFGModel
-    from avatar_engine.runtime.detweights import fill_module
-
-    golden = _npz("diff2lip/golden_unet.npz")
-    model = fill_module(TFGModel()).to(device)
-    rows = slice(0, 1)
-    x_t, t = (torch.from_numpy(golden[n][rows]).to(device) for n in ("x_t", "t"))
-    cond = {n: torch.from_numpy(golden[n][rows]).float().to(device) for n in ("cond_img", "mask", "ref_img", "indiv_mels")}
-    return lambda: model(x_t.float(), t, **cond), golden["out"][rows]
-
-
-def golden_sadtalker(device: str) -> tuple:
-    """SadTalker's face renderer: the deformation field (well conditioned; its `prediction` is SPADE on
-    near-constant features, float64-only evidence in the CPU tests)."""
-    import torch
-
-    from avatar_engine.engines.sadtalker.nets.facerender import generator_256
-    from avatar_engine.runtime.detweights import fill_module
-
-    golden = _npz("sadtalker/golden_generator.npz")
-    snuv = {k.removeprefix("snuv."): v for k, v in golden.items() if k.startswith("snuv.")}
-    model = fill_module(generator_256(), snuv).to(device)
-    source, kp_driving, kp_source = (torch.from_numpy(golden[n]).float().to(device)
-                                     for n in ("in_source_image", "in_kp_driving", "in_kp_source"))
-    return lambda: model(source, kp_driving, kp_source)["deformation"], golden["out_deformation"]
-
-
-# name -> (builder of (forward, expected), half-precision tolerance or None where production stays fp32)
-GOLDENS = {"wav2lip": (golden_wav2lip, FP16_TOL), "gfpgan": (golden_gfpgan, FP16_TOL),
-           # keypoints are softmax(logits / 0.1): the FOMM engine keeps the detector in fp32 (bf16: rel L2 1.1)
-           "fomm/kp_detector": (lambda d: golden_fomm(d, "kp_detector"), None),
-           "fomm/generator": (lambda d: golden_fomm(d, "generator"), FP16_TOL),
-           # 25 DDIM-style UNet steps amplify rounding: its CPU fp16 test allows 5e-2 (README: 1.9e-2)
-           "diff2lip/unet": (golden_diff2lip, 5e-2), "sadtalker/generator": (golden_sadtalker, FP16_TOL)}
-BF16_FACTOR = 5  # a CPU rehearses half precision in bf16: 3 fewer mantissa bits than fp16
-QUICK_GOLDENS = ("wav2lip", "fomm/kp_detector", "fomm/generator")  # the CPU test's share (GFPGAN, UNet: minutes)
-
-
 def check_goldens(device: str, quick: bool) -> list[tuple[str, Callable[[], str]]]:
-    """Each golden forward on `device` in fp32 and, where production runs it so, fp16 autocast (bf16 on a CPU)."""
+    """Every network golden of the test suite (tests/support/device_goldens.py) on `device`, in fp32 and in
+    half precision: fp16 autocast on CUDA, bf16 autocast on a CPU (tolerance x BF16_FACTOR). --quick runs
+    the goldens marked quick (seconds each on a CPU); the others (GFPGAN, Diff2Lip's UNet and sampler,
+    SadTalker's generator, MuseTalk's VAE and UNet, ...) take minutes there and run in the full proof only."""
+    from tests.support import device_goldens as dg
+
+    checks = [("golden/musetalk", _musetalk_hook)]
+    for name, golden in dg.GOLDENS.items():
+        if quick and not golden.quick:
+            continue
+        checks.append((f"golden/{name}/fp32", lambda g=golden: _run_golden(g, device, False)))
+        checks.append((f"golden/{name}/fp16", lambda g=golden: _run_golden(g, device, True, quick)))
+    return checks
+
+
+_BUILT: dict = {}  # the golden being checked: its fp32 and fp16 checks share one weight fill
+
+
+def _release() -> None:
+    """Drop the golden's weights after its half-precision check (the OOM check's memory cap comes later)."""
     import torch
 
-    def run(build, half_tol: float | None) -> str:
-        forward, expected = build(device)
-        dtype = torch.float16 if device == "cuda" else torch.bfloat16
-        with torch.inference_mode(), torch.autocast(device, dtype=dtype, enabled=half_tol is not None):
-            out = forward().float().cpu().numpy()
-        tol = FP32_TOL if half_tol is None else half_tol * (1 if device == "cuda" else BF16_FACTOR)
-        err = rel_l2(out, expected)
-        assert err <= tol, f"rel L2 {err:.2e} > {tol:.2g}"
-        return f"rel L2 {err:.2e} (tolerance {tol:.2g})" + (", bf16 on CPU" if half_tol and device != "cuda" else "")
+    _BUILT.clear()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
-    checks = []
-    for name, (build, half_tol) in GOLDENS.items():
-        if quick and name not in QUICK_GOLDENS:
-            continue
-        checks.append((f"golden/{name}/fp32", lambda b=build: run(b, None)))
-        if half_tol is not None:
-            checks.append((f"golden/{name}/fp16", lambda b=build, t=half_tol: run(b, t)))
-    return checks
+
+def _run_golden(golden, device: str, half: bool, quick: bool = False) -> str:
+    """One golden forward, compared array by array; the detail names the worst array and the tolerance."""
+    from tests.support import device_goldens as dg
+
+    if half and golden.half_tol is None:
+        _release()
+        return f"not compared in half precision: {golden.why}"
+    if half and quick and not golden.quick_half:
+        _release()
+        return f"--quick: fp32 only (the full proof compares fp16 at rel L2 {dg.tolerance(golden.half_tol, '*'):.2g})"
+    try:
+        return _compare_golden(golden, device, half)
+    finally:
+        if half:
+            _release()
+
+
+def _compare_golden(golden, device: str, half: bool) -> str:
+    import torch
+
+    from tests.support import device_goldens as dg
+
+    if id(golden) not in _BUILT:
+        _BUILT.clear()
+        _BUILT[id(golden)] = golden.build(device)
+    forward, expected = _BUILT[id(golden)]
+    dtype = torch.float16 if device == "cuda" else torch.bfloat16
+    with torch.inference_mode(), torch.autocast(device, dtype=dtype, enabled=half):
+        got = forward()
+    tol = golden.fp32_tol if not half else golden.half_tol
+    if half and device != "cuda":
+        tol = {k: v * dg.BF16_FACTOR for k, v in tol.items()} if isinstance(tol, dict) else tol * dg.BF16_FACTOR
+    worst, err, tol = dg.compare(got, expected, tol)
+    assert err <= tol, f"{worst}: rel L2 {err:.2e} > tolerance {tol:.2g}"
+    half_name = "fp16 autocast" if device == "cuda" else f"bf16 autocast on CPU (fp16 bound x{dg.BF16_FACTOR})"
+    precision = "host numpy" if golden.host else half_name if half else "fp32, TF32 off"
+    why = f"; {golden.why}" if golden.why and half else ""
+    arrays = f"{len(got)} array{'s' if len(got) > 1 else ''}"
+    return f"{arrays}, worst {worst} rel L2 {err:.2e} (tolerance {tol:.2g}, {precision}{why})"
+
+
+def _musetalk_hook() -> str:
+    """MuseTalk (#24): its goldens must be wired whenever its engine is in the tree."""
+    from tests.support import device_goldens as dg
+
+    if not (REPO / "avatar_engine/engines/musetalk").is_dir():
+        return "engines/musetalk not in this tree: nothing to check (hook: device_goldens.musetalk_goldens)"
+    assert dg.musetalk_goldens(), "engines/musetalk exists: add its goldens to device_goldens.musetalk_goldens"
+    return f"{len(dg.musetalk_goldens())} MuseTalk goldens run under golden/musetalk/*"
 
 
 def write_wav2lip_files(root: Path, torchscript: bool) -> None:
