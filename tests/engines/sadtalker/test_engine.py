@@ -260,3 +260,30 @@ def test_full_mode_shares_nets_and_keeps_the_picture(det_settings, monkeypatch):
     assert full.generator is crop.generator and full.mapping is not crop.mapping
     assert full.mapping.first[0].in_channels == 73 and crop.mapping.first[0].in_channels == 70
     assert full.checkpoints.mapping.name == "mapping_00109-model.pth.tar"
+
+
+@pytest.mark.slow
+def test_render_with_musetalk_lips_under_the_commercial_policy(det_settings):
+    """SadTalker motion + the MuseTalk lip stage through the worker, every model in the result sellable (#24)."""
+    from avatar_engine.engines.musetalk.detweights import write_tree
+    from tests.engines.musetalk.conftest import load_json, tiny_configs
+
+    configs = {"unet": load_json("unet_config.json")["musetalk_json_as_shipped"],
+               "vae": load_json("vae_config.json")["sd_vae_ft_mse_config_json"],
+               "whisper": load_json("whisper_config.json")["whisper_tiny_architecture"]}
+    tiny = tiny_configs(configs)
+    write_tree(det_settings.model_root / "musetalk", tiny["unet"], tiny["vae"], tiny["whisper"])
+    try:
+        wav = wav_bytes(_speech(1.0, 0.3)[None], 16000)
+        payload = {"image_b64": _b64(asset_bytes("astronaut_512.png")), "audio_b64": _b64(wav), "engine": "sadtalker",
+                   "sadtalker": {"lip_refine": True, "lips": "musetalk"}, "fps": 10, "seed": 3,
+                   "output": {"delivery": "base64"}}
+        commercial = det_settings.model_copy(update={"model_licenses": "commercial"})
+        result = run_job({"id": "st-mt", "input": payload}, settings=commercial)
+        assert "error" not in result, result.get("error")
+        assert result["engine"] == "sadtalker" and result["lip_refine"] == "musetalk"
+        assert {m["name"] for m in result["models"]} == {"sadtalker", "musetalk"}, result["models"]
+        assert all(m["commercial_use"] for m in result["models"]), result["models"]
+        assert probe_mp4(base64.b64decode(result["video_b64"]))["frames"] == 3
+    finally:
+        shutil.rmtree(det_settings.model_root / "musetalk", ignore_errors=True)
