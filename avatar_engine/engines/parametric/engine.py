@@ -30,7 +30,7 @@ class ParametricEngine(Engine, LipStage):
 
     def prepare(self, job: RenderJob) -> PreparedRender:
         motion = self.motion(job, animate_mouth=True)
-        return PreparedRender(frames=(frame for frame, _ in motion.frames()), info=motion.info)
+        return PreparedRender(frames=motion.images(), info=motion.info)
 
     def refine(self, frames: Iterable[np.ndarray], job: RenderJob) -> Iterator[np.ndarray]:
         """The lip stage without weights: the mouth of other engines' frames repainted from the speech,
@@ -91,10 +91,21 @@ class Motion:
 
     def frames(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(RGB frame, its 468 landmark positions) per video frame."""
+        for i, frame in enumerate(self.images()):
+            yield frame, self.rig.landmarks_at(*self.coeffs_pose(i))
+
+    def images(self) -> Iterator[np.ndarray]:
+        """The RGB frames alone. A frame whose mouth, lids and head are those of the frame before (a
+        still head in a pause) is that frame again (a copy), not rendered anew."""
+        last = None
         try:
             for i in range(self.n_frames):
-                coeffs, pose = self.coeffs_pose(i)
-                yield render_frame(self.rig, self.mouth, coeffs, pose), self.rig.landmarks_at(coeffs, pose)
+                state = self.coeffs_pose(i)
+                if last is None or state != last[0]:
+                    last = (state, render_frame(self.rig, self.mouth, *state))
+                    yield last[1]
+                else:
+                    yield last[1].copy()
         finally:
             if self.track is not None:
                 self.track.stop()

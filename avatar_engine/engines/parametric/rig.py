@@ -93,8 +93,12 @@ class FaceRig:
         if k <= 0:
             return self.image
         (y0, y1, x0, x1), patch = self._warp_fill
-        source = self.image.copy()
-        original = self.image[y0:y1, x0:x1].astype(np.float32)
+        # one full-size buffer per rig: only the patch changes from frame to frame (no full copy per frame)
+        source = self.__dict__.get("_source_buffer")
+        if source is None:
+            source = self._source_buffer = self.image.copy()
+            self._source_original = self.image[y0:y1, x0:x1].astype(np.float32)
+        original = self._source_original
         source[y0:y1, x0:x1] = np.clip(original + (patch - original) * k + 0.5, 0, 255).astype(np.uint8)
         return source
 
@@ -243,6 +247,8 @@ class FaceRig:
         for name, c in coeffs.items():
             if c:
                 pts += c * self.landmark_disp[name]
+        if not any(head):  # no head motion: the rigid part is exactly zero
+            return pts
         m, t = self._head_affine(*head)
         rel = pts - self.head_center
         w = self._head_weight(rel[:, 0], rel[:, 1])
@@ -303,18 +309,26 @@ class FaceRig:
         y0, y1, x0, x1 = self.roi
         step = _HEAD_STEP
         gh, gw = -(-(y1 - y0) // step), -(-(x1 - x0) // step)
-        ys = y0 + (np.arange(gh) + 0.5) * step - 0.5
-        xs = x0 + (np.arange(gw) + 0.5) * step - 0.5
-        pts = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
-
-        def forward(p: np.ndarray) -> np.ndarray:
-            rel = p - self.head_center
-            return self._head_weight(rel[:, 0], rel[:, 1])[:, None] * (rel @ m.T + t)
-
-        src = pts - forward(pts - forward(pts))
+        pts, rel, weight = self._head_samples(gh, gw)
+        first = weight * (rel @ m.T + t)
+        rel = (pts - first) - self.head_center
+        src = pts - self._head_weight(rel[:, 0], rel[:, 1])[:, None] * (rel @ m.T + t)
         disp = (src - pts).reshape(gh, gw, 2).astype(np.float32)
         disp = cv2.resize(disp, (gw * step, gh * step), interpolation=cv2.INTER_LINEAR)[:y1 - y0, :x1 - x0]
         return self._grid + disp
+
+    def _head_samples(self, gh: int, gw: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The head map's exact samples (absolute x, y), relative to the head centre, and their head
+        weights: fixed per rig, so made once."""
+        cached = self.__dict__.get("_head_grid")
+        if cached is None:
+            y0, _, x0, _ = self.roi
+            ys = y0 + (np.arange(gh) + 0.5) * _HEAD_STEP - 0.5
+            xs = x0 + (np.arange(gw) + 0.5) * _HEAD_STEP - 0.5
+            pts = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
+            rel = pts - self.head_center
+            cached = self._head_grid = (pts, rel, self._head_weight(rel[:, 0], rel[:, 1])[:, None])
+        return cached
 
     def move_head(self, frame: np.ndarray, head=(0.0, 0.0, 0.0, 0.0)) -> np.ndarray:
         """`frame` (portrait geometry) with the head moved to `head` (in place; returned)."""
