@@ -24,6 +24,12 @@ def smoothstep(u: np.ndarray) -> np.ndarray:
     return u * u * (3.0 - 2.0 * u)
 
 
+def smoothstep1(u: float) -> float:
+    """`smoothstep` of one number, without numpy's per-call overhead (per-frame scalars)."""
+    u = min(max(float(u), 0.0), 1.0)
+    return u * u * (3.0 - 2.0 * u)
+
+
 def smooth_ramp(n: int, start: float, end: float) -> np.ndarray:
     """Smoothstep over `n` pixel centres: 0 before `start`, 1 after `end` (fractions of n), float32."""
     t = (np.arange(n, dtype=np.float32) + 0.5) / n

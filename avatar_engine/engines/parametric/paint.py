@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from ...face import regions as R
-from ...face.blend import smoothstep
+from ...face.blend import smoothstep, smoothstep1
 
 _SHIFT = 4  # sub-pixel bits for cv2 polygon drawing
 _CAVITY_DEEP = np.array([12, 5, 6], np.float32)
@@ -288,9 +288,9 @@ def _cavity(dist: np.ndarray, upper: np.ndarray, lower: np.ndarray, model: Mouth
     gap = float(np.linalg.norm(lower[5] - upper[5]))
     depth = smoothstep(dist / max(0.32 * gap, 1.0))[..., None]
     # a narrow parting shows the lips' own shadowed inner edge, not a black slot
-    near = style.seam + (style.cavity_near - style.seam) * float(smoothstep(gap / (0.035 * face_h)))
-    color = near + (style.cavity_deep - near) * depth * float(smoothstep(gap / (0.05 * face_h)))
-    visible = float(smoothstep((gap - 0.03 * face_h) / (0.04 * face_h)))
+    near = style.seam + (style.cavity_near - style.seam) * smoothstep1(gap / (0.035 * face_h))
+    color = near + (style.cavity_deep - near) * depth * smoothstep1(gap / (0.05 * face_h))
+    visible = smoothstep1((gap - 0.03 * face_h) / (0.04 * face_h))
     if visible > 0:
         ys, xs = model.grid
         cx, cy = float(lower[5, 0]), float(lower[5, 1] - 0.32 * gap)
@@ -373,7 +373,7 @@ def paint_mouth(frame: np.ndarray, landmarks: np.ndarray, jaw: np.ndarray, close
     if shift < 0.05 and closed <= 0:
         return
     face_h = model.face_h
-    moved = float(smoothstep(shift / (0.03 * face_h)))
+    moved = smoothstep1(shift / (0.03 * face_h))
     (x0, y0), (h, w) = model.origin, model.shape
     region = frame[y0:y0 + h, x0:x0 + w].astype(np.float32)
     mask = _fill((h, w), np.concatenate([upper, lower[::-1][1:-1]]))
@@ -407,7 +407,7 @@ def paint_eyelids(frame: np.ndarray, open_landmarks: np.ndarray, closure: float)
     """
     if closure <= 0.35:
         return
-    strength = float(smoothstep((closure - 0.35) / 0.55))
+    strength = smoothstep1((closure - 0.35) / 0.55)
     h_img, w_img = frame.shape[:2]
     for upper_ids, lower_ids in _EYES:
         up, lo = open_landmarks[upper_ids, :2], open_landmarks[lower_ids, :2]

@@ -19,7 +19,7 @@ from scipy import sparse
 from scipy.spatial import Delaunay
 
 from ...face import regions as R
-from ...face.blend import smoothstep
+from ...face.blend import smoothstep, smoothstep1
 
 BASES = ("close", "open", "width", "round", "blink")
 _HEAD_STEP = 8  # px between exact samples of the head-motion map
@@ -89,7 +89,7 @@ class FaceRig:
         if self._warp_fill is None:
             return self.image
         activity = sum(abs(float(coeffs.get(name, 0.0))) for name in ("close", "open", "width", "round"))
-        k = float(smoothstep(activity / 0.15))
+        k = smoothstep1(activity / 0.15)
         if k <= 0:
             return self.image
         (y0, y1, x0, x1), patch = self._warp_fill
