@@ -294,11 +294,11 @@ class FaceRig:
         grid, absolute = self._box_grids(by0, by1, bx0, bx1)
         # one fixed-point step inverts the forward field far better than negating it
         guess = grid - field
-        at_source = cv2.remap(field, guess[..., 0], guess[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        at_source = cv2.remap(field, guess, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         src = absolute - at_source
         ry0, _, rx0, _ = self.roi
         frame[ry0 + by0:ry0 + by1, rx0 + bx0:rx0 + bx1] = cv2.remap(
-            self._source(coeffs), src[..., 0], src[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            self._source(coeffs), src, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return frame
 
     def _head_map(self, head) -> np.ndarray:
@@ -336,7 +336,7 @@ class FaceRig:
             return frame
         src = self._head_map(head)
         # fixed-point maps (1/32 px): about half the cost of a float remap, far below visible precision
-        map_xy, map_frac = cv2.convertMaps(src[..., 0], src[..., 1], cv2.CV_16SC2)
+        map_xy, map_frac = cv2.convertMaps(src, None, cv2.CV_16SC2)  # one 2-channel map: no strided copies
         y0, y1, x0, x1 = self.roi
         frame[y0:y1, x0:x1] = cv2.remap(frame, map_xy, map_frac, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return frame
