@@ -1,4 +1,4 @@
-"""Det-filled MuseTalk networks (the fixtures' rule, `netkit.det_fill`) and a tree of them in upstream's file
+"""Det-filled MuseTalk networks (the fixtures' rule, `runtime.detweights.det_fill`) and a tree of them in upstream's file
 layout: how tests and `make bench` prove the port without trained weights. Never used to render."""
 
 from __future__ import annotations
