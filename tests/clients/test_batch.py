@@ -50,7 +50,7 @@ def test_batch_interrupt_then_resume(local_api, quick_input, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "AVATAR_SERVICE_BASEURL": local_api, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "avatar_engine", "batch", str(manifest), "--out-dir", str(out),
-                             "--concurrency", "2", "--quiet"], env=env, cwd=tmp_path,
+                             "--concurrency", "1", "--quiet"], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # Ctrl-C once a few rows are done
@@ -59,7 +59,7 @@ def test_batch_interrupt_then_resume(local_api, quick_input, tmp_path):
                 break
         except (OSError, ValueError):
             pass
-        time.sleep(0.01)
+        time.sleep(0.002)  # one row at a time and a quick poll: a busy machine must not let all ten finish first
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr[-2000:]
