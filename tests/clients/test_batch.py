@@ -51,7 +51,9 @@ def test_batch_interrupt_then_resume(local_api, quick_input, tmp_path):
     env = {**os.environ, "AVATAR_SERVICE_BASEURL": local_api, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "avatar_engine", "batch", str(manifest), "--out-dir", str(out),
                              "--concurrency", "1", "--quiet"], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a suite started in the background (`cmd &`) inherits an ignored SIGINT: Ctrl-C as a user
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # Ctrl-C once a few rows are done
         try:
