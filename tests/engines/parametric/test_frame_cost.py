@@ -3,25 +3,12 @@ buffers carry nothing over), and a repeated state gives an equal frame, never th
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-import pytest
-from PIL import Image
 
 from avatar_engine.engines.parametric.animation import HeadTrack
 from avatar_engine.engines.parametric.engine import Motion, render_frame
 from avatar_engine.engines.parametric.paint import mouth_model
 from avatar_engine.engines.parametric.rig import FaceRig
-from avatar_engine.face.locate import locate_face
-
-
-@pytest.fixture(scope="module")
-def rigged(portrait_png):
-    image = np.asarray(Image.open(io.BytesIO(portrait_png)).convert("RGB"))
-    points, _ = locate_face(image)
-    rig = FaceRig(image, points)
-    return image, points, rig, mouth_model(image, points, rig.face_h)
 
 
 def test_a_frame_depends_on_its_own_coefficients_only(rigged):

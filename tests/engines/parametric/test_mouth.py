@@ -3,25 +3,13 @@ when the jaw drops, and a portrait without visible teeth gets drawn ones."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-import pytest
-from PIL import Image
 
 from avatar_engine.engines.parametric.engine import render_frame
 from avatar_engine.engines.parametric.paint import mouth_model
 from avatar_engine.engines.parametric.rig import FaceRig
 from avatar_engine.face import regions as R
 from avatar_engine.face.locate import locate_face
-
-
-@pytest.fixture(scope="module")
-def smiling(portrait_png):
-    image = np.asarray(Image.open(io.BytesIO(portrait_png)).convert("RGB"))
-    points, _ = locate_face(image)
-    rig = FaceRig(image, points)
-    return image, points, rig, mouth_model(image, points, rig.face_h)
 
 
 def _upper_teeth_box(points: np.ndarray) -> tuple[slice, slice]:
@@ -31,13 +19,13 @@ def _upper_teeth_box(points: np.ndarray) -> tuple[slice, slice]:
     return slice(y0, max(y1, y0 + 1)), slice(x - 6, x + 6)
 
 
-def test_rest_coefficients_give_the_portrait_exactly(smiling):
-    image, _, rig, model = smiling
+def test_rest_coefficients_give_the_portrait_exactly(rigged):
+    image, _, rig, model = rigged
     assert np.array_equal(render_frame(rig, model, {"close": 0.0, "open": 0.0, "width": 0.0, "round": 0.0}), image)
 
 
-def test_own_teeth_stay_with_the_skull_when_the_jaw_drops(smiling):
-    image, points, rig, model = smiling
+def test_own_teeth_stay_with_the_skull_when_the_jaw_drops(rigged):
+    image, points, rig, model = rigged
     assert model.own_teeth
     rows, cols = _upper_teeth_box(points)
     opened = render_frame(rig, model, {"open": 0.9})
@@ -48,8 +36,8 @@ def test_own_teeth_stay_with_the_skull_when_the_jaw_drops(smiling):
     assert cavity < 0.6 * teeth  # the uncovered space is dark
 
 
-def test_closed_mouth_gets_drawn_teeth_when_it_opens(smiling):
-    image, points, rig, model = smiling
+def test_closed_mouth_gets_drawn_teeth_when_it_opens(rigged):
+    image, points, rig, model = rigged
     closed = render_frame(rig, model, {"close": 1.0})
     closed_points, _ = locate_face(closed)
     closed_rig = FaceRig(closed, closed_points)
