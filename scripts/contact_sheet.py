@@ -114,7 +114,6 @@ def closeup_row(image: np.ndarray, wav: bytes, zoom: int = 4) -> list[Image.Imag
 
 def closeup_sheet(out: Path) -> None:
     from avatar_engine.media.image import decode_image, fit_image
-
     from scripts.bench import speech_clip
 
     image = fit_image(decode_image((REPO / "assets" / "astronaut_512.png").read_bytes(), max_pixels=10 ** 8), 512)

@@ -75,7 +75,7 @@ def invalid_cases() -> list[dict]:
 
 def check(result: dict, expect: list[str], output_dir: Path) -> str | None:
     """None when the job answered as it should, else what went wrong."""
-    from avatar_engine.serving.worker import parse_error
+    from avatar_engine.errors import parse_error
 
     if not isinstance(result, dict):
         return f"returned {type(result).__name__}"

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from avatar_engine.errors import parse_error
 from avatar_engine.media import fetch
-from avatar_engine.serving.worker import parse_error, run_job, warm_up
+from avatar_engine.serving.worker import run_job, warm_up
 from scripts.make_corpus import CORPUS, PUBLIC_ALIAS, expand, load_manifest, make_cases
 from tests.support.media import probe_mp4
 

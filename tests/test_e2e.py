@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from avatar_engine.serving.worker import parse_error
+from avatar_engine.errors import parse_error
 from tests.support.localapi import local_api_server
 from tests.support.localapi import worker_env as _env
 from tests.support.media import REPO, probe_mp4

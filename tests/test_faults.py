@@ -18,8 +18,9 @@ from pydantic import SecretStr
 
 from avatar_engine import storage
 from avatar_engine.engines import ENGINES, PreparedRender
+from avatar_engine.errors import parse_error
 from avatar_engine.media.encode import Mp4Writer
-from avatar_engine.serving.worker import parse_error, run_job
+from avatar_engine.serving.worker import run_job
 from scripts.make_corpus import CORPUS
 from tests.support.gcs import gcs_emulator
 from tests.support.gcs import service_account_json as make_service_account_json

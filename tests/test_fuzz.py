@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from avatar_engine.errors import ErrorCode
+from avatar_engine.errors import ErrorCode, parse_error
 from avatar_engine.media import fetch
-from avatar_engine.serving.worker import parse_error, run_job
+from avatar_engine.serving.worker import run_job
 from avatar_engine.settings import Settings
 from scripts.make_corpus import CORPUS
 

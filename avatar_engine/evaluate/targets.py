@@ -77,7 +77,7 @@ class LocalTarget:
         wall = time.perf_counter() - started
         first_s = first[0] - started if first else None
         if "error" in result:
-            from ..serving.worker import parse_error
+            from ..errors import parse_error
 
             return Outcome(None, parse_error(result["error"]), None, wall, first_s)
         return Outcome(result, None, Path(result["video_path"]), wall, first_s)
@@ -132,7 +132,7 @@ class RemoteTarget:
             if not isinstance(output, dict):
                 raise AvatarError("internal", "the job ended without a render result")
             if "error" in output:
-                from ..serving.worker import parse_error
+                from ..errors import parse_error
 
                 error = parse_error(output["error"])
                 return Outcome(None, error, None, time.perf_counter() - started, first)

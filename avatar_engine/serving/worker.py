@@ -12,7 +12,7 @@ import logging
 import os
 
 from ..engines import ENGINES
-from ..errors import AvatarError, parse_error, redact_paths  # noqa: F401 - parse_error: error_result's inverse
+from ..errors import AvatarError, redact_paths
 from ..face.landmarks import get_face_mesh
 from ..media.encode import pick_encoder
 from ..pipeline import render, suspect_process_state

@@ -14,8 +14,9 @@ import pytest
 from PIL import Image
 from runpod.serverless.modules import rp_job  # imported here: its import (~1.5 s) must not count as job time
 
+from avatar_engine.errors import parse_error
 from avatar_engine.serving.handlers import run_async, stream_async
-from avatar_engine.serving.worker import parse_error, warm_up
+from avatar_engine.serving.worker import warm_up
 from tests.support.media import asset_bytes
 
 

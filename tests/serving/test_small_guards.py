@@ -11,11 +11,11 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from avatar_engine.errors import AvatarError, redact_paths
+from avatar_engine.errors import AvatarError, parse_error, redact_paths
 from avatar_engine.media.fetch import decode_base64, fetch_url
 from avatar_engine.schema import parse_request
 from avatar_engine.serving import handlers
-from avatar_engine.serving.worker import error_result, parse_error
+from avatar_engine.serving.worker import error_result
 from avatar_engine.settings import Settings
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from avatar_engine.serving.worker import parse_error, run_job
+from avatar_engine.errors import parse_error
+from avatar_engine.serving.worker import run_job
 from tests.support.media import encode_audio, probe_mp4, tone, wav_bytes
 
 

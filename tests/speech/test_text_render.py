@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from avatar_engine.serving.worker import parse_error, run_job
+from avatar_engine.errors import parse_error
+from avatar_engine.serving.worker import run_job
 from avatar_engine.settings import Settings
 from avatar_engine.speech.tts import speak, speak_request
 from avatar_engine.storage import StoredObject

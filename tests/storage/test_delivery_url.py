@@ -75,7 +75,7 @@ def test_url_delivery_then_cache_hit(bucket_settings, portrait_png, short_wav, m
 
 
 def parse_code(result):
-    from avatar_engine.serving.worker import parse_error
+    from avatar_engine.errors import parse_error
 
     return parse_error(result["error"])["code"] if "error" in result else None
 

@@ -8,13 +8,13 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from ...face import regions as R
 from ...face.locate import locate_face
 from ...settings import Settings
 from ...speech.features import frame_features
 from ...speech.mouth import MouthTrack, mouth_track
 from ..base import Engine, EngineStatus, LipStage, PreparedRender, RenderJob
 from .animation import HeadTrack, blink_track, head_track
-from ...face import regions as R
 from .paint import MouthModel, mouth_model, paint_eyelids, paint_mouth
 from .rig import FaceRig
 

@@ -22,8 +22,9 @@ from avatar_engine.engines import ENGINES, candidates, list_engines, select_chai
 from avatar_engine.engines.diff2lip.engine import CPU_WARNING
 from avatar_engine.engines.diff2lip.lips import Diff2LipPainter, crop_face
 from avatar_engine.engines.fomm.nets import KPDetector, OcclusionAwareGenerator
+from avatar_engine.errors import parse_error
 from avatar_engine.runtime.detweights import det_state_dict
-from avatar_engine.serving.worker import parse_error, run_job
+from avatar_engine.serving.worker import run_job
 from avatar_engine.stages.restore.nets import gfpgan_v14
 from tests.support.media import asset_bytes, probe_mp4, wav_bytes
 

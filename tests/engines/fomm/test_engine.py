@@ -27,13 +27,13 @@ from avatar_engine.engines.fomm.nets import KPDetector, OcclusionAwareGenerator
 from avatar_engine.engines.parametric.animation import HeadTrack
 from avatar_engine.engines.parametric.lipstage import mouth_coeffs
 from avatar_engine.engines.wav2lip.nets import Wav2Lip
-from avatar_engine.errors import AvatarError
+from avatar_engine.errors import AvatarError, parse_error
 from avatar_engine.face.blend import Box
 from avatar_engine.face.locate import locate_face
 from avatar_engine.media.image import decode_image, fit_image
 from avatar_engine.runtime.detweights import det_state_dict
 from avatar_engine.schema import parse_request
-from avatar_engine.serving.worker import parse_error, run_job
+from avatar_engine.serving.worker import run_job
 from tests.support.media import asset_bytes, probe_mp4, wav_bytes
 
 FPS = 10

@@ -15,9 +15,9 @@ import pytest
 from avatar_engine.engines import ENGINES, list_engines, select_chain
 from avatar_engine.engines.musetalk import geometry
 from avatar_engine.engines.musetalk.engine import CPU_WARNING
-from avatar_engine.errors import AvatarError
+from avatar_engine.errors import AvatarError, parse_error
 from avatar_engine.face.locate import locate_face
-from avatar_engine.serving.worker import parse_error, run_job
+from avatar_engine.serving.worker import run_job
 from tests.support.media import asset_bytes, probe_mp4, wav_bytes
 
 FPS = 10

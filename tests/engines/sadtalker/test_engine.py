@@ -29,12 +29,12 @@ from avatar_engine.engines.sadtalker.framing import (
     resample_coeffs,
 )
 from avatar_engine.engines.sadtalker.glue import transform_semantic_target
-from avatar_engine.errors import AvatarError
+from avatar_engine.errors import AvatarError, parse_error
 from avatar_engine.media.image import decode_image, fit_image
 from avatar_engine.runtime.detweights import det_state_dict, fill_module
 from avatar_engine.schema import parse_request
 from avatar_engine.serving.deadline import Deadline
-from avatar_engine.serving.worker import parse_error, run_job
+from avatar_engine.serving.worker import run_job
 from tests.support.media import FIXTURES as FIXTURE_ROOT
 from tests.support.media import asset_bytes, probe_mp4, wav_bytes
 

@@ -17,12 +17,12 @@ from avatar_engine.engines.base import RenderJob
 from avatar_engine.engines.wav2lip.engine import load_model
 from avatar_engine.engines.wav2lip.lips import UPSTREAM_PADS
 from avatar_engine.engines.wav2lip.nets import Wav2Lip
-from avatar_engine.errors import AvatarError
+from avatar_engine.errors import AvatarError, parse_error
 from avatar_engine.face.blend import face_box_from_landmarks, motion_boxes
 from avatar_engine.media.image import decode_image, fit_image
 from avatar_engine.runtime.detweights import det_state_dict
 from avatar_engine.schema import parse_request
-from avatar_engine.serving.worker import parse_error, run_job
+from avatar_engine.serving.worker import run_job
 from tests.support.media import probe_mp4
 
 _DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from avatar_engine.errors import AvatarError
+from avatar_engine.errors import AvatarError, parse_error
 from avatar_engine.runtime.detweights import det_state_dict
-from avatar_engine.serving.worker import parse_error, run_job
+from avatar_engine.serving.worker import run_job
 from avatar_engine.stages.restore.nets import gfpgan_v14
 from avatar_engine.stages.restore.stage import enhance_frames, gfpgan_checkpoint, load_restorer_model
 from tests.support.media import probe_mp4, tone, wav_bytes
